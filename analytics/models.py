@@ -1,0 +1,1 @@
+"""Models of the analytics app (see ../shared/DESIGN.md for what lives here)."""
