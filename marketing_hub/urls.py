@@ -19,4 +19,9 @@ urlpatterns = [
         name="api-docs",
     ),
     path("api/", include("marketing_hub.api.urls")),
+    # Each app declares its own full paths (api/..., webhooks/..., t/...).
+    path("", include("audiences.urls")),
+    path("", include("channels.urls")),
+    path("", include("campaigns.urls")),
+    path("", include("analytics.urls")),
 ]

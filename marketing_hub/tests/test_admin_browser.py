@@ -12,7 +12,7 @@ def test_login_and_brand_list_in_chromium(live_server, page, screenshot, brand_a
     page.fill("#id_password", "pw-for-tests-1")
     page.click("input[type=submit]")
     page.wait_for_selector("#site-name")
-    page.click("#content-main a[href=\"/admin/marketing_hub/brand/\"]")
+    page.click('#content-main a[href="/admin/marketing_hub/brand/"]')
     page.wait_for_selector("#result_list")
     names = page.locator("#result_list tbody th a").all_inner_texts()
     assert names == ["Brand A", "Brand B"]
