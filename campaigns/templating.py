@@ -1,0 +1,191 @@
+"""Sandboxed Jinja2 for message content, and the brand's automatic wrapping.
+
+Templates see plain data only — dicts of contact and brand fields, and links the hub generates —
+never model instances, so a template cannot reach settings, the ORM or private attributes. The
+environment is Jinja2's ImmutableSandboxedEnvironment: no attribute starting with "_", no
+mutating calls, no imports.
+"""
+
+import html
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+# Names a template may use; anything else is warned about on save.
+CONTACT_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "external_id", "attributes")
+BRAND_FIELDS = ("name", "sender_name", "logo_url", "primary_colour", "secondary_colour", "legal_address")
+LINK_NAMES = ("unsubscribe_url", "preferences_url")
+KNOWN_VARIABLES = frozenset({"contact", "brand", *LINK_NAMES})
+UNSUBSCRIBE_VARIABLE = "unsubscribe_url"
+
+
+class _RecordingUndefined(Undefined):
+    """Renders as empty text, so one missing attribute never blocks a send."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ""
+
+
+def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(autoescape=autoescape, undefined=_RecordingUndefined)
+    env.filters["default_if_empty"] = lambda value, fallback="": value or fallback
+    return env
+
+
+_HTML_ENV = _environment(autoescape=True)
+_TEXT_ENV = _environment(autoescape=False)
+
+
+class TemplateError(ValueError):
+    """A template that cannot be used; ``field`` and ``line`` say where."""
+
+    def __init__(self, message: str, *, field: str = "", line: int | None = None):
+        self.field = field
+        self.line = line
+        where = f" (line {line})" if line else ""
+        super().__init__(f"{message}{where}")
+
+
+@dataclass
+class TemplateCheck:
+    errors: list[TemplateError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_template(source: str, *, field_name: str = "") -> TemplateCheck:
+    """Syntax errors (with their line) and warnings about variables the hub does not provide."""
+    result = TemplateCheck()
+    if not source:
+        return result
+    try:
+        parsed = _TEXT_ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        result.errors.append(TemplateError(f"template syntax error: {exc.message}", field=field_name, line=exc.lineno))
+        return result
+    for name in sorted(meta.find_undeclared_variables(parsed) - KNOWN_VARIABLES):
+        result.warnings.append(f"{field_name or 'template'}: unknown variable {name!r} renders empty")
+    for node in parsed.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name in ("contact", "brand"):
+            allowed = CONTACT_FIELDS if node.node.name == "contact" else BRAND_FIELDS
+            if node.attr not in allowed:
+                result.warnings.append(
+                    f"{field_name or 'template'}: {node.node.name}.{node.attr} is not a known field "
+                    f"(known: {', '.join(allowed)})"
+                )
+    return result
+
+
+def uses_variable(source: str, name: str) -> bool:
+    try:
+        return name in meta.find_undeclared_variables(_TEXT_ENV.parse(source or ""))
+    except TemplateSyntaxError:
+        return False
+
+
+def render(source: str, context: dict, *, html_mode: bool = False, field_name: str = "") -> str:
+    """Render ``source`` with plain-data ``context``; HTML mode escapes every value."""
+    if not source:
+        return ""
+    env = _HTML_ENV if html_mode else _TEXT_ENV
+    try:
+        return env.from_string(source).render(context)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message}", field=field_name, line=exc.lineno) from exc
+    except SecurityError as exc:
+        raise TemplateError(f"template tried something unsafe: {exc}", field=field_name) from exc
+
+
+def contact_context(contact) -> dict:
+    """Plain data of a contact (a model instance or any object/dict with those fields)."""
+    get = contact.get if isinstance(contact, dict) else lambda name, default="": getattr(contact, name, default)
+    data = {name: get(name, "") or "" for name in CONTACT_FIELDS if name != "attributes"}
+    data["attributes"] = dict(get("attributes", None) or {})
+    return data
+
+
+def brand_context(brand) -> dict:
+    return {name: getattr(brand, name, "") or "" for name in BRAND_FIELDS}
+
+
+# -- brand consistency ------------------------------------------------------------------------------
+def wrap_email_html(body_html: str, *, brand, unsubscribe_url: str) -> str:
+    """The brand's header and footer around the body, with its postal address and an unsubscribe link."""
+    header = brand.email_header_html or (
+        f'<div style="padding:16px;background:{html.escape(brand.primary_colour)};color:#fff">'
+        + (f'<img src="{html.escape(brand.logo_url)}" alt="" height="40">' if brand.logo_url else "")
+        + f"<strong>{html.escape(brand.sender_name or brand.name)}</strong></div>"
+    )
+    footer = (
+        f'<div style="padding:16px;font-size:12px;color:#666;background:{html.escape(brand.secondary_colour)}">'
+        f"{brand.email_footer_html}"
+        f"<p>{html.escape(brand.legal_address).replace(chr(10), '<br>')}</p>"
+        f'<p><a href="{html.escape(unsubscribe_url)}">Unsubscribe</a></p></div>'
+    )
+    return f'<!doctype html><html><body style="margin:0">{header}<div style="padding:16px">{body_html}</div>{footer}</body></html>'
+
+
+def wrap_email_text(body_text: str, *, brand, unsubscribe_url: str) -> str:
+    lines = [body_text.rstrip(), "", "--", brand.sender_name or brand.name]
+    if brand.legal_address:
+        lines.append(brand.legal_address)
+    lines.append(f"Unsubscribe: {unsubscribe_url}")
+    return "\n".join(lines)
+
+
+def with_sms_opt_out(text: str, *, brand) -> str:
+    """Append the brand's opt-out suffix unless the text already carries it."""
+    suffix = (brand.sms_opt_out_suffix or "").strip()
+    if not suffix or suffix.lower() in text.lower():
+        return text
+    return f"{text.rstrip()} {suffix}"
+
+
+class _TextExtractor(HTMLParser):
+    BLOCKS = frozenset(
+        {"p", "div", "br", "tr", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section"}
+    )
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._href: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("style", "script", "head", "title"):
+            self._skip += 1
+        elif tag == "a":
+            self._href = dict(attrs).get("href")
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "script", "head", "title"):
+            self._skip = max(0, self._skip - 1)
+        elif tag == "a" and self._href:
+            self.parts.append(f" ({self._href})")
+            self._href = None
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(source: str) -> str:
+    """A readable text part from HTML: block elements become lines, links keep their URL."""
+    parser = _TextExtractor()
+    parser.feed(source or "")
+    parser.close()
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -1,0 +1,143 @@
+import pytest
+from django.core.exceptions import ValidationError
+
+from campaigns.models import MessageTemplate, TemplateContent, TemplatePurpose
+from campaigns.rendering import NoContentError, render_message
+from campaigns.templating import TemplateError, check_template, html_to_text, render
+
+CONTACT = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "locale": "de-AT",
+           "attributes": {"tier": "gold"}}  # fmt: skip
+LINKS = {"unsubscribe_url": "https://hub.test/u/abc", "preferences_url": "https://hub.test/p/abc"}
+
+
+def test_renders_contact_fields_and_attributes():
+    assert render("Hi {{ contact.first_name }}, {{ contact.attributes.tier }}", {"contact": CONTACT}) == "Hi Ada, gold"
+
+
+def test_missing_values_render_empty_instead_of_failing():
+    assert render("Hi {{ contact.nickname }}!", {"contact": CONTACT}) == "Hi !"
+
+
+def test_html_mode_escapes_values():
+    context = {"contact": {**CONTACT, "first_name": "<script>x</script>"}}
+    assert render("<p>{{ contact.first_name }}</p>", context, html_mode=True) == "<p>&lt;script&gt;x&lt;/script&gt;</p>"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ contact.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ brand.name.__init__.__globals__ }}",
+        "{{ contact.attributes.update({'x': 1}) }}",
+    ],
+)
+def test_sandbox_refuses_private_attributes_and_mutation(source):
+    context = {"contact": CONTACT, "brand": {"name": "B"}}
+    try:
+        output = render(source, context)
+    except TemplateError as exc:
+        assert "unsafe" in str(exc)
+    else:
+        # Jinja's sandbox renders unsafe attribute access as undefined (empty), never the object.
+        assert "class" not in output and "function" not in output and output.strip() in ("", "()")
+    assert CONTACT["attributes"] == {"tier": "gold"}
+
+
+def test_syntax_errors_name_the_line():
+    check = check_template("Hello\n{{ contact.first_name }\n", field_name="email_html")
+    assert len(check.errors) == 1
+    assert check.errors[0].line == 2 and check.errors[0].field == "email_html"
+    assert "line 2" in str(check.errors[0])
+
+
+def test_unknown_variables_are_warned_about():
+    check = check_template("{{ coupon }} {{ contact.first_name }} {{ contact.shoe_size }} {{ unsubscribe_url }}")
+    assert check.errors == []
+    assert check.warnings == [
+        "template: unknown variable 'coupon' renders empty",
+        "template: contact.shoe_size is not a known field "
+        "(known: first_name, last_name, email, phone, locale, external_id, attributes)",
+    ]
+
+
+def test_html_to_text_keeps_structure_and_links():
+    source = "<html><head><style>p{}</style></head><body><h1>Sale</h1><p>Up to <b>50%</b> off</p>" \
+             '<ul><li>Shoes</li><li>Bags</li></ul><a href="https://x.test">Shop</a></body></html>'  # fmt: skip
+    assert html_to_text(source) == "Sale\n\nUp to 50% off\n\n- Shoes\n\n- Bags\n\nShop (https://x.test)"
+
+
+@pytest.fixture
+def template(brand_a):
+    brand_a.default_locale = "en"
+    brand_a.sms_opt_out_suffix = "Reply STOP to opt out"
+    brand_a.legal_address = "1 Main St, Springfield"
+    brand_a.save()
+    template = MessageTemplate.objects.create(brand=brand_a, name="Spring sale")
+    TemplateContent.objects.create(
+        template=template,
+        locale="en",
+        email_subject="Hi {{ contact.first_name }}",
+        email_html="<p>Hello {{ contact.first_name }}</p>",
+        sms_text="Hi {{ contact.first_name }}, 20% off today",
+        telegram_text="<b>Hi</b> {{ contact.first_name }}",
+        telegram_button_text="Shop",
+        telegram_button_url="https://shop.test/?c={{ contact.email }}",
+        whatsapp_content_sid="HX123",
+        whatsapp_variables={"1": "{{ contact.first_name }}"},
+    )
+    TemplateContent.objects.create(template=template, locale="de", email_subject="Hallo {{ contact.first_name }}",
+                                   email_html="<p>Hallo</p>", sms_text="Hallo {{ contact.first_name }}")  # fmt: skip
+    return template
+
+
+def test_email_is_wrapped_in_the_brand_layout_with_address_and_unsubscribe(template):
+    message = render_message(template=template, channel="email", contact={**CONTACT, "locale": "en"}, links=LINKS)
+    assert message.subject == "Hi Ada"
+    assert "<p>Hello Ada</p>" in message.html
+    assert "1 Main St, Springfield" in message.html and 'href="https://hub.test/u/abc"' in message.html
+    assert message.text.startswith("Hello Ada\n")
+    assert message.text.endswith("Unsubscribe: https://hub.test/u/abc")
+
+
+def test_locale_falls_back_from_region_to_language_to_brand_default(template):
+    german = render_message(template=template, channel="email", contact=CONTACT, links=LINKS)  # de-AT -> de
+    assert german.locale == "de" and german.subject == "Hallo Ada"
+    french = render_message(template=template, channel="email", contact={**CONTACT, "locale": "fr"}, links=LINKS)
+    assert french.locale == "en" and french.subject == "Hi Ada"
+
+
+def test_sms_gets_the_opt_out_suffix_once(template):
+    message = render_message(template=template, channel="sms", contact={**CONTACT, "locale": "en"}, links=LINKS)
+    assert message.text == "Hi Ada, 20% off today Reply STOP to opt out"
+    template.purpose = TemplatePurpose.TRANSACTIONAL
+    transactional = render_message(template=template, channel="sms", contact={**CONTACT, "locale": "en"}, links=LINKS)
+    assert transactional.text == "Hi Ada, 20% off today"
+
+
+def test_telegram_and_whatsapp_parts(template):
+    contact = {**CONTACT, "locale": "en"}
+    telegram = render_message(template=template, channel="telegram", contact=contact, links=LINKS)
+    assert telegram.text == "<b>Hi</b> Ada"
+    assert telegram.button == {"text": "Shop", "url": "https://shop.test/?c=ada@example.com"}
+    whatsapp = render_message(template=template, channel="whatsapp", contact=contact, links=LINKS)
+    assert (whatsapp.content_sid, whatsapp.content_variables) == ("HX123", {"1": "Ada"})
+    with pytest.raises(NoContentError):
+        render_message(template=template, channel="whatsapp", contact=CONTACT, links=LINKS)  # German has none
+
+
+def test_content_validation_names_field_and_line(template):
+    content = TemplateContent(template=template, locale="fr", sms_text="ok", email_html="<p>\n{% if %}</p>")
+    with pytest.raises(ValidationError) as caught:
+        content.full_clean()
+    assert "line 2" in caught.value.message_dict["email_html"][0]
+
+
+def test_marketing_email_without_layout_needs_an_unsubscribe_link(template):
+    template.use_brand_layout = False
+    content = TemplateContent(template=template, locale="fr", email_html="<p>Bonjour</p>")
+    with pytest.raises(ValidationError) as caught:
+        content.full_clean()
+    assert "unsubscribe_url" in caught.value.message_dict["email_html"][0]
+    content.email_html = '<p>Bonjour</p><a href="{{ unsubscribe_url }}">Se désabonner</a>'
+    content.full_clean()
