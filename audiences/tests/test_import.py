@@ -1,0 +1,195 @@
+"""CSV import: file checks, header mapping, row rules, idempotence; both the fast and portable paths."""
+
+import csv
+import io
+
+import pytest
+
+from audiences.importer import FileRejected, import_csv
+from audiences.models import Consent, ConsentEvent, Contact, ContactList, Suppression
+
+HEADER = "email,phone,first name,surname,customer id,tier\n"
+
+
+def write(tmp_path, text, name="contacts.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+def run(brand, path, **kwargs):
+    report = io.StringIO()
+    summary = import_csv(brand, path, errors=report, **kwargs)
+    report.seek(0)
+    return summary, list(csv.DictReader(report))
+
+
+@pytest.fixture
+def brand(brand_a):
+    brand_a.default_region = "DE"
+    brand_a.save()
+    return brand_a
+
+
+@pytest.fixture(params=["postgres", "portable"])
+def fast(request):
+    return request.param == "postgres"
+
+
+def test_synonyms_normalization_attributes_and_reimport_is_idempotent(tmp_path, brand, fast):
+    path = write(
+        tmp_path,
+        HEADER + "Ann@Example.com,0151 2345 6789,Ann,Lee,c-1,gold\n"
+        "bob@example.com,,Bob,,c-2,7\n"
+        "not-an-email,+49 151 0000,Eve,,c-3,\n",
+    )
+    summary, errors = run(brand, path, fast=fast)
+    assert (summary.created, summary.updated, summary.unchanged, summary.rejected) == (2, 0, 0, 1)
+    ann = Contact.objects.get(brand=brand, external_id="c-1")
+    assert (ann.email, ann.phone, ann.whatsapp, ann.country) == (
+        "ann@example.com", "+4915123456789", "+4915123456789", "DE",
+    )  # fmt: skip
+    assert (ann.first_name, ann.last_name, ann.attributes) == ("Ann", "Lee", {"tier": "gold"})
+    bob = Contact.objects.get(email="bob@example.com")
+    assert bob.phone is None and bob.last_name == "" and bob.attributes == {"tier": 7}  # blank -> NULL / ''
+    assert {(e["line"], e["column"]) for e in errors} == {("4", "email"), ("4", "phone")}
+    assert errors[0]["value"] == "not-an-email"
+
+    again, _ = run(brand, path, fast=fast)
+    assert (again.created, again.updated, again.unchanged, again.rejected) == (0, 0, 2, 1)
+    assert Contact.objects.filter(brand=brand).count() == 2
+
+
+def test_update_matches_by_external_id_then_email_and_blank_cells_keep_stored_values(tmp_path, brand, fast):
+    Contact.objects.create(
+        brand=brand, external_id="c-1", email="old@example.com", first_name="Old", attributes={"a": 1}
+    )
+    Contact.objects.create(brand=brand, email="kept@example.com", last_name="Kept")
+    path = write(tmp_path, "id,email,first name,last name,b\nc-1,new@example.com,New,,2\n,kept@example.com,,,\n")
+    summary, errors = run(brand, path, fast=fast)
+    assert (summary.created, summary.updated, summary.unchanged, summary.rejected) == (0, 1, 1, 0), errors
+    first = Contact.objects.get(external_id="c-1")
+    assert (first.email, first.first_name, first.attributes) == ("new@example.com", "New", {"a": 1, "b": 2})
+    assert Contact.objects.get(email="kept@example.com").last_name == "Kept"
+
+
+def test_rejected_rows_change_nothing_stored(tmp_path, brand, fast):
+    Contact.objects.create(brand=brand, external_id="x-1", email="a@example.com")
+    Contact.objects.create(brand=brand, external_id="x-2", email="b@example.com")
+    # keys of two different contacts; a bad time zone; a later row for the same person
+    path = write(
+        tmp_path,
+        "external id,email,tz,first name\nx-1,b@example.com,,Mixed\nx-2,,Mars/Base,Bad\n"
+        "n-1,n@example.com,,First\nn-2,n@example.com,,Second\n",
+    )
+    summary, errors = run(brand, path, fast=fast)
+    assert (summary.created, summary.rejected) == (1, 3)
+    reasons = {e["line"]: e["reason"] for e in errors}
+    assert "different contacts" in reasons["2"]
+    assert "IANA" in reasons["3"] and [e["column"] for e in errors if e["line"] == "3"] == ["tz"]
+    assert reasons["5"] == "same email as line 4"
+    assert set(Contact.objects.values_list("first_name", flat=True)) == {"", "First"}
+
+
+def test_duplicates_across_chunks_are_rejected_too(tmp_path, brand, fast):
+    path = write(tmp_path, "email,first name\na@example.com,One\nb@example.com,Two\na@example.com,Three\n")
+    summary, errors = run(brand, path, fast=fast, chunk_rows=1)
+    assert (summary.created, summary.rejected) == (2, 1)
+    assert errors[0]["line"] == "4" and "line 2" in errors[0]["reason"]
+    assert Contact.objects.get(email="a@example.com").first_name == "One"
+
+
+def test_erased_addresses_are_not_reimported(tmp_path, brand, fast):
+    Suppression.objects.create(brand=brand, channel="email", address="gone@example.com", reason="erased")
+    summary, errors = run(brand, write(tmp_path, "email\ngone@example.com\nstay@example.com\n"), fast=fast)
+    assert (summary.created, summary.rejected) == (1, 1)
+    assert errors[0]["reason"] == "erased at the contact's request"
+    assert not Contact.objects.filter(email="gone@example.com").exists()
+
+
+def test_consent_only_when_asked_and_never_over_an_unsubscribe(tmp_path, brand, fast):
+    out = Contact.objects.create(brand=brand, email="out@example.com")
+    Consent.objects.create(
+        contact=out, channel="sms", status="unsubscribed", source="keyword STOP", updated_at=out.created_at
+    )
+    path = write(tmp_path, "email,consent_email\na@example.com,yes\nb@example.com,no\nout@example.com,\n")
+    run(brand, path, fast=fast)
+    assert list(Consent.objects.filter(channel="email").values_list("contact__email", flat=True)) == ["a@example.com"]
+    event = ConsentEvent.objects.get()
+    assert (event.status, event.source) == ("subscribed", "import")
+
+    run(brand, path, fast=fast, consent_channel="sms", source="import:list.csv")
+    sms = dict(Consent.objects.filter(channel="sms").values_list("contact__email", "status"))
+    assert sms == {"a@example.com": "subscribed", "b@example.com": "subscribed", "out@example.com": "unsubscribed"}
+    run(brand, path, fast=fast, consent_channel="sms")
+    assert ConsentEvent.objects.count() == 3  # nothing new on a re-import
+
+
+def test_target_list(tmp_path, brand, fast):
+    target = ContactList.objects.create(brand=brand, name="Fair 2025")
+    path = write(tmp_path, "email\na@example.com\nb@example.com\n")
+    run(brand, path, fast=fast, target_list=target)
+    run(brand, path, fast=fast, target_list=target)
+    assert target.memberships.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "delimiter"),
+    [
+        ("\ufeffE-Mail;Vorname\njörg@example.com;Jörg\n", "utf-8", ";"),
+        ("Email Address\tGiven Name\njörg@example.com\tJörg\n", "utf-8", "\t"),
+        ("email,first name\njörg@example.com,Jörg\n", "latin-1", ","),
+    ],
+)
+def test_encodings_and_delimiters(tmp_path, brand, raw, encoding, delimiter):
+    summary, errors = run(brand, write(tmp_path, raw, encoding=encoding))
+    assert summary.delimiter == delimiter and summary.created == 1, errors
+    contact = Contact.objects.get()
+    assert contact.email == "jörg@example.com"
+    assert contact.first_name == "Jörg" or contact.attributes == {"vorname": "Jörg"}
+
+
+def test_quoted_newlines_ragged_rows_and_a_huge_cell(tmp_path, brand):
+    huge = "x" * 1_000_000
+    text = (
+        'email,first name,note\na@example.com,Ann,"two\nlines"\nb@example.com,Bob\n'
+        f'c@example.com,Cy,"{huge}"\nd@example.com,Di,ok\n'
+    )
+    summary, errors = run(brand, write(tmp_path, text))
+    assert summary.created == 2 and summary.rejected == 2
+    assert Contact.objects.get(email="a@example.com").attributes == {"note": "two\nlines"}
+    assert Contact.objects.get(email="d@example.com").first_name == "Di"
+    by_line = {e["line"]: e["reason"] for e in errors}
+    assert by_line["4"] == "the row has 2 cells but the header has 3"
+    assert "longer than 100,000 characters" in by_line["5"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"\n\n", "empty"),
+        (b"PK\x03\x04\x00\x00binary", "NUL bytes"),
+        ("email\n".encode("utf-16"), "NUL bytes"),
+        (b"email\n\x81\x8d@example.com\n", "Unknown text encoding"),
+        (b"Dear customer,\nthis is a letter, not a list.\n", "no column identifies the contact"),
+        (b"email,E-mail\na@example.com,b@example.com\n", "both mean email"),
+    ],
+)
+def test_files_refused_with_a_clear_message_store_nothing(tmp_path, brand, content, message):
+    with pytest.raises(FileRejected, match=message):
+        run(brand, write(tmp_path, content))
+    assert not Contact.objects.exists()
+
+
+def test_validation_in_worker_processes_gives_the_same_result(tmp_path, brand):
+    lines = [f"c-{i},user{i}@example.com,0151 {i:08d}" for i in range(60)]
+    lines[10] = "c-10,broken,"
+    lines[40] = "c-1,again@example.com,"  # a duplicate external id in a later chunk
+    path = write(tmp_path, "id,email,phone\n" + "\n".join(lines) + "\n")
+    summary, errors = run(brand, path, chunk_rows=7, workers=2)
+    assert (summary.created, summary.rejected, summary.rows_done) == (58, 2, 60)
+    assert sorted((e["line"], e["reason"]) for e in errors) == [
+        ("12", "'broken' is not a valid email address"),
+        ("42", "same contact as line 3"),
+    ]
