@@ -10,7 +10,20 @@ def register(cls: type[BaseAdapter]) -> type[BaseAdapter]:
     return cls
 
 
-def get_adapter(config: ProviderConfig) -> BaseAdapter:
+_CACHE: dict = {}
+
+
+def get_adapter(config: ProviderConfig, cached: bool = False) -> BaseAdapter:
+    """An adapter for ``config``. ``cached=True`` reuses one per identical config (per process), so
+    HTTP sessions and their keep-alive connections outlive a single batch."""
+    if cached:
+        key = repr(config)
+        adapter = _CACHE.get(key)
+        if adapter is None:
+            if len(_CACHE) > 256:
+                _CACHE.clear()
+            adapter = _CACHE[key] = get_adapter(config)
+        return adapter
     try:
         return ADAPTERS[config.provider](config)
     except KeyError:
@@ -20,3 +33,6 @@ def get_adapter(config: ProviderConfig) -> BaseAdapter:
 
 
 __all__ = ["ADAPTERS", "BaseAdapter", "OutboundMessage", "ProviderConfig", "SendResult", "get_adapter", "register"]
+
+# The provider modules register themselves (imported last: they import ``register`` from here).
+from . import sendgrid, smtp, telegram, twilio_sms, twilio_whatsapp, webhook  # noqa: E402, F401

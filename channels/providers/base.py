@@ -5,10 +5,12 @@ A provider module subclasses ``BaseAdapter`` and maps payloads only. ``send(batc
 single message's failure (that is the result's ``error``), only for a failure of the whole call.
 """
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..exceptions import ProviderError, UnsupportedFeature
+from ..exceptions import ProviderError, ProviderPermanentError, ProviderTransientError, UnsupportedFeature
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,38 @@ class BaseAdapter:
 
     def __init__(self, config: ProviderConfig):
         self.config = config
+        self._pool: ThreadPoolExecutor | None = None
 
     def send(self, batch: list[OutboundMessage]) -> list[SendResult]:
         raise UnsupportedFeature(f"{self.provider} cannot send", provider=self.provider)
+
+    # -- shared machinery for provider modules --------------------------------------------------------
+    def classify(
+        self, message: str, *, status: int | None, code=None, retry_after=None, response=None
+    ) -> ProviderError:
+        """429, 5xx, time-outs and network failures are transient; every other refusal is permanent."""
+        code = None if code is None else str(code)
+        if status is None or status == 429 or status >= 500 or status == 408:
+            return ProviderTransientError(
+                message, provider=self.provider, status=status, code=code, retry_after=retry_after, response=response
+            )
+        return ProviderPermanentError(message, provider=self.provider, status=status, code=code, response=response)
+
+    def send_each(
+        self, batch: list[OutboundMessage], send_one: Callable[[OutboundMessage], SendResult]
+    ) -> list[SendResult]:
+        """For providers that take one message per request: ``config.concurrency`` requests at a time."""
+        if len(batch) == 1 or self.config.concurrency <= 1:
+            return [self._guarded(send_one, message) for message in batch]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix=self.provider)
+        return list(self._pool.map(lambda message: self._guarded(send_one, message), batch))
+
+    def _guarded(self, send_one, message: OutboundMessage) -> SendResult:
+        try:
+            return send_one(message)
+        except ProviderError as error:
+            return SendResult(message.message_id, accepted=False, error=error)
 
     def check_credentials(self) -> str:
         """A one-line description of the account if the credentials work; raises ProviderError."""
