@@ -10,6 +10,7 @@ TEST_ENV := DATABASE_URL=postgres://marketing_hub:marketing_hub@127.0.0.1:5432/m
 	REDIS_URL=redis://127.0.0.1:6379/15 \
 	CELERY_BROKER_URL=redis://127.0.0.1:6379/14 \
 	CELERY_RESULT_BACKEND=redis://127.0.0.1:6379/13 \
+	CONN_MAX_AGE=0 \
 	VAR_DIR=$(CURDIR)/var/test
 
 .PHONY: run test install services lint migrations-check pytest demo-data bench clean

@@ -11,6 +11,100 @@ from marketing_hub.roles import Role
 from marketing_hub.tests.factories import BrandFactory, api_key, member
 
 
+def purge_broker() -> None:
+    """Drop tasks earlier tests left on the real broker (launch kicks a dispatch), so a worker
+    started by a test runs that test's tasks, not a backlog."""
+    from marketing_hub.celery import ALL_QUEUES, app
+
+    with app.connection_for_write() as connection:
+        for queue in ALL_QUEUES:
+            connection.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def clean_broker():
+    purge_broker()
+    yield
+    purge_broker()
+
+
+@pytest.fixture(scope="session")
+def _sandbox_server():
+    from channels.sandbox import running
+
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(_sandbox_server):
+    """The provider sandbox (real HTTP on loopback), reset and with default behaviour for each test."""
+    import dataclasses
+
+    from channels.sandbox import Config
+
+    server, url, smtp_port = _sandbox_server
+    server.config = Config(callbacks=False)
+    server.requests.clear()
+    server.counts.clear()
+    server.url, server.smtp_port = url, smtp_port
+    server.configure = lambda **changes: setattr(server, "config", dataclasses.replace(server.config, **changes))
+    return server
+
+
+class SandboxProcess:
+    """The sandbox in its own process (as in production and benchmarks), driven over HTTP."""
+
+    def __init__(self, url: str, process):
+        self.url, self.process = url, process
+
+    def _call(self, path: str, data: dict | None = None) -> dict:
+        import json
+        import urllib.request
+
+        body = json.dumps(data).encode() if data is not None else None
+        request = urllib.request.Request(self.url + path, data=body, method="POST" if body is not None else "GET")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def configure(self, **changes) -> dict:
+        return self._call("/_sandbox/config", changes)
+
+    def counts(self) -> dict[str, int]:
+        return self._call("/_sandbox/counts?full=1")["counts"]
+
+
+@pytest.fixture
+def sandbox_process():
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from channels.sandbox import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_sandbox/counts", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+    yield SandboxProcess(url, process)
+    process.terminate()
+    process.wait(timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache():
     cache.clear()

@@ -1,8 +1,28 @@
-from django.contrib import admin, messages
+import time
 
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from channels.sms import sms_segments
 from marketing_hub.admin_mixins import BrandScopedModelAdmin
 
-from .models import MessageTemplate, TemplateContent
+from . import services
+from .models import (
+    OPEN_STATUSES,
+    Campaign,
+    CampaignChannel,
+    CampaignTransition,
+    Message,
+    MessageTemplate,
+    TemplateContent,
+    Variant,
+)
+from .planner import PlanningError
+from .templating import with_sms_opt_out
 
 
 class TemplateContentInline(admin.StackedInline):
@@ -20,7 +40,6 @@ class TemplateContentInline(admin.StackedInline):
 
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(BrandScopedModelAdmin):
-    list_display = ["name", "brand", "purpose", "locales", "updated_at"]
     list_filter = ["purpose", "brand"]
     search_fields = ["name"]
     inlines = [TemplateContentInline]
@@ -37,3 +56,272 @@ class MessageTemplateAdmin(BrandScopedModelAdmin):
         for content in form.instance.contents.all():
             for warning in content.warnings():
                 messages.warning(request, f"[{content.locale}] {warning}")
+            if content.sms_text:
+                encoding, segments = sms_segments(with_sms_opt_out(content.sms_text, brand=form.instance.brand))
+                if encoding != "GSM-7" or segments > 1:
+                    messages.warning(
+                        request,
+                        f"[{content.locale}] SMS: {encoding}, about {segments} segment(s) per message with the "
+                        "opt-out suffix (each segment is billed).",
+                    )
+
+    list_display = ["name", "brand", "purpose", "locales", "updated_at", "preview_link"]
+
+    @admin.display(description="preview")
+    def preview_link(self, obj):
+        return format_html(
+            '<a href="{}">preview / send a test</a>', reverse("admin:campaigns_template_preview", args=[obj.pk])
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.preview_view)
+        return [path("<int:pk>/preview/", view, name="campaigns_template_preview"), *super().get_urls()]
+
+    def preview_view(self, request, pk):
+        """Render the template for a chosen contact, channel and locale; optionally send it as a test."""
+        from audiences.models import Contact
+        from channels.models import ChannelAccount
+
+        from .rendering import NoContentError, render_message
+        from .templating import TemplateError
+
+        template = self.get_object(request, str(pk))
+        if template is None:
+            raise Http404("No template with this id.")
+        contacts = Contact.objects.filter(brand_id=template.brand_id, erased_at__isnull=True)
+        accounts = ChannelAccount.objects.filter(brand_id=template.brand_id, is_active=True)
+        data = request.POST if request.method == "POST" else request.GET
+        contact = contacts.filter(pk=data.get("contact") or 0).first() or contacts.first()
+        channel = data.get("channel") or "email"
+        locale = data.get("locale") or None
+        rendered, error, sms = None, "", None
+        if contact is not None:
+            try:
+                links = {"unsubscribe_url": "https://example.invalid/u/preview/"}
+                rendered = render_message(template=template, channel=channel, contact=contact, links=links,
+                                          locale=locale)  # fmt: skip
+                if channel == "sms":
+                    sms = sms_segments(rendered.text)
+            except (NoContentError, TemplateError) as exc:
+                error = str(exc)
+        if request.method == "POST" and rendered is not None and self.has_change_permission(request, template):
+            account = accounts.filter(pk=data.get("account") or 0, channel=channel).first()
+            to = (data.get("to") or "").strip()
+            if account is None or not to:
+                messages.error(request, "Choose a sender account of this channel and an address to send the test to.")
+            else:
+                messages.info(request, send_test(account, rendered, to, template.brand.sender_name))
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "template": template,
+            "title": f"Preview “{template}”", "contacts": contacts[:200], "contact": contact, "channel": channel,
+            "channels": ["email", "sms", "whatsapp", "telegram"], "locale": locale or "",
+            "locales": [c.locale for c in template.contents.all()], "rendered": rendered, "error": error,
+            "sms": sms, "accounts": accounts.filter(channel=channel),
+        }  # fmt: skip
+        return TemplateResponse(request, "admin/campaigns/template_preview.html", context)
+
+
+def send_test(account, rendered, to: str, from_name: str) -> str:
+    """Send one rendered message through ``account`` now and say what happened (admin test sends)."""
+    from channels.exceptions import ProviderError
+    from channels.providers import OutboundMessage, get_adapter
+
+    message = OutboundMessage(
+        message_id=f"test-{int(time.time())}", to=to, body=rendered.text, subject=f"[TEST] {rendered.subject}",
+        html=rendered.html, from_name=from_name, content_sid=rendered.content_sid or None,
+        content_variables=rendered.content_variables, button=rendered.button,
+    )  # fmt: skip
+    try:
+        (result,) = get_adapter(account.provider_config()).send([message])
+    except (ProviderError, LookupError, ValueError) as exc:
+        return f"Test to {to} not sent: {exc}"
+    if result.accepted:
+        return f"Test sent to {to} through {account} (provider id {result.provider_message_id})."
+    return f"Test to {to} refused by {account.get_provider_display()}: {result.error} (code {result.error.code})."
+
+
+class CampaignChannelInline(admin.TabularInline):
+    model = CampaignChannel
+    extra = 1
+    fields = ["position", "account", "template"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        CampaignAdmin.scope_choices(request, field)
+        return field
+
+
+class VariantInline(admin.TabularInline):
+    model = Variant
+    extra = 0
+    fields = ["name", "weight", "template", "is_winner"]
+    readonly_fields = ["is_winner"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        CampaignAdmin.scope_choices(request, field)
+        return field
+
+
+class TransitionInline(admin.TabularInline):
+    model = CampaignTransition
+    extra = 0
+    fields = ["created_at", "from_status", "to_status", "actor", "note"]
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def _bar(percent: float) -> str:
+    return format_html(
+        '<div class="mh-progress" title="{}%" style="width:140px;background:#eee;border-radius:3px">'
+        '<div class="mh-progress-bar" data-percent="{}" style="width:{}%;background:#417690;height:10px;'
+        'border-radius:3px"></div></div>',
+        percent, percent, percent,
+    )  # fmt: skip
+
+
+def _eta(seconds: int) -> str:
+    if not seconds:
+        return "—"
+    if seconds >= 86400:
+        return f"{-(-seconds // 86400)} days"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s"
+
+
+@admin.register(Campaign)
+class CampaignAdmin(BrandScopedModelAdmin):
+    list_display = ["name", "brand", "status", "priority", "progress_bar", "eta", "launched_at"]
+    list_filter = ["status", "brand", "channel_mode", "schedule_kind"]
+    search_fields = ["name"]
+    inlines = [CampaignChannelInline, VariantInline, TransitionInline]
+    filter_horizontal = ["segments", "lists", "exclude_segments", "exclude_lists"]
+    readonly_fields = ["status", "launched_at", "completed_at", "progress_detail"]
+    actions = ["launch", "pause", "resume", "cancel", "duplicate"]
+    fieldsets = [
+        (None, {"fields": ["brand", "name", "goal", "status", "progress_detail"]}),
+        ("Audience", {"fields": ["segments", "lists", "exclude_segments", "exclude_lists"]}),
+        ("Channels", {"fields": ["channel_mode", "ab_test_share"]}),
+        ("Schedule", {"fields": ["schedule_kind", "scheduled_at", "local_time", "crontab"]}),
+        ("Limits", {"fields": ["priority", "frequency_cap", "budget_cap", "daily_cap"]}),
+        ("Record", {"fields": ["launched_at", "completed_at"]}),
+    ]
+
+    @staticmethod
+    def scope_choices(request, field):
+        if field is not None and hasattr(field, "queryset") and not request.user.is_superuser:
+            from marketing_hub.tenancy import brand_roles_for_user
+
+            field.queryset = field.queryset.filter(brand_id__in=list(brand_roles_for_user(request.user)))
+
+    def get_queryset(self, request):
+        open_q = Q(messages__status__in=OPEN_STATUSES)
+        return super().get_queryset(request).annotate(_total=Count("messages"), _open=Count("messages", filter=open_q))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None and obj.status != "draft":
+            # Launched campaigns are a record: duplicate to change them.
+            fields += [f.name for f in Campaign._meta.fields if f.name not in fields and f.editable and f.name != "id"]
+        return fields
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj):
+        total = getattr(obj, "_total", 0)
+        done = total - getattr(obj, "_open", 0)
+        percent = round(100 * done / total, 1) if total else (100.0 if obj.status == "completed" else 0.0)
+        return format_html("{} <small>{} / {}</small>", _bar(percent), done, total)
+
+    @admin.display(description="ETA")
+    def eta(self, obj):
+        if not getattr(obj, "_open", 0):
+            return "—"
+        return _eta(services.progress(obj)["eta_seconds"])
+
+    @admin.display(description="progress")
+    def progress_detail(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        data = services.progress(obj)
+        rows = "".join(
+            format_html("<tr><td>{}</td><td>{}</td></tr>", status, count)
+            for status, count in sorted(data["by_status"].items())
+        )
+        skipped = "".join(
+            format_html("<tr><td>skipped: {}</td><td>{}</td></tr>", reason, count)
+            for reason, count in sorted(data["skipped_by_reason"].items())
+        )
+        channels = "".join(
+            format_html(
+                "<tr><td>{}</td><td>{}</td></tr>", channel, ", ".join(f"{k}: {v}" for k, v in sorted(c.items()))
+            )
+            for channel, c in sorted(data["by_channel"].items())
+        )
+        errors = "".join(
+            format_html("<tr><td>{} {}</td><td>{}</td></tr>", e["provider"], e["code"], e["count"])
+            for e in data["recent_errors"]
+        )
+        return format_html(
+            "{} <strong>{}%</strong> ({} of {}), ETA {}"
+            '<table class="mh-counts"><tr><th colspan=2>By status</th></tr>{}{}'
+            "<tr><th colspan=2>By channel</th></tr>{}<tr><th colspan=2>Errors by provider code</th></tr>{}</table>",
+            _bar(data["percent"]), data["percent"], data["done"], data["total"], _eta(data["eta_seconds"]),
+            format_html(rows), format_html(skipped), format_html(channels), format_html(errors),
+        )  # fmt: skip
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def _each(self, request, queryset, func, verb):
+        done = 0
+        for campaign in self.allowed(request, queryset):
+            try:
+                func(campaign, f"admin:{request.user.get_username()}")
+                done += 1
+            except (services.IllegalTransition, PlanningError) as exc:
+                self.message_user(request, f"{campaign}: {exc}", level=messages.ERROR)
+        if done:
+            self.message_user(request, f"{verb} {done} campaign(s).")
+
+    @admin.action(description="Launch selected campaigns", permissions=["change"])
+    def launch(self, request, queryset):
+        self._each(request, queryset, services.launch, "Launched")
+
+    @admin.action(description="Pause selected campaigns", permissions=["change"])
+    def pause(self, request, queryset):
+        self._each(request, queryset, services.pause, "Paused")
+
+    @admin.action(description="Resume selected campaigns", permissions=["change"])
+    def resume(self, request, queryset):
+        self._each(request, queryset, services.resume, "Resumed")
+
+    @admin.action(description="Cancel selected campaigns", permissions=["change"])
+    def cancel(self, request, queryset):
+        self._each(request, queryset, services.cancel, "Cancelled")
+
+    @admin.action(description="Duplicate selected campaigns", permissions=["add"])
+    def duplicate(self, request, queryset):
+        self._each(request, queryset, services.duplicate, "Duplicated")
+
+
+@admin.register(Message)
+class MessageAdmin(BrandScopedModelAdmin):
+    list_display = ["id", "campaign", "contact", "channel", "status", "skip_reason", "error_code", "sent_at"]
+    list_filter = ["status", "channel", "skip_reason", "brand"]
+    search_fields = ["provider_message_id", "address"]
+    list_select_related = ["campaign", "contact"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in Message._meta.fields]
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,3 +1,15 @@
-"""This app's routes (API under api/, webhooks, tracking), included by marketing_hub/urls.py."""
+"""This app's routes (API under api/, the unsubscribe link), included by marketing_hub/urls.py."""
 
-urlpatterns: list = []
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from . import api, views
+
+router = DefaultRouter()
+router.register("campaigns", api.CampaignViewSet, basename="campaign")
+router.register("messages", api.MessageViewSet, basename="message")
+
+urlpatterns = [
+    path("api/", include(router.urls)),
+    path("u/<str:token>/", views.unsubscribe_view, name="campaigns-unsubscribe"),
+]

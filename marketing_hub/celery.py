@@ -20,6 +20,10 @@ TASK_ROUTES = {
     "marketing_hub.tasks.*": {"queue": DEFAULT_QUEUE},
     "audiences.tasks.*": {"queue": DEFAULT_QUEUE},
     "analytics.tasks.*": {"queue": DEFAULT_QUEUE},
+    "campaigns.tasks.dispatch": {"queue": DEFAULT_QUEUE},
+    "campaigns.tasks.tick": {"queue": DEFAULT_QUEUE},
+    "campaigns.tasks.run_occurrence": {"queue": DEFAULT_QUEUE},
+    # campaigns.tasks.send_batch: on its channel's queue, chosen at call time (queue_for_channel).
 }
 
 
@@ -37,7 +41,7 @@ app.conf.task_routes = TASK_ROUTES
 app.autodiscover_tasks()
 
 _options = app.conf.broker_transport_options or {}
-for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
     # kombu's file-system transport does not create its folders.
     if _options.get(key):
         Path(_options[key]).mkdir(parents=True, exist_ok=True)

@@ -21,4 +21,9 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
         every_seconds=30,
         description="Beat writes a timestamp the health check reports.",
     ),
+    "campaigns-tick": PeriodicTask(
+        task="campaigns.tasks.tick",
+        every_seconds=2,
+        description="Start due campaigns, reconcile crashes, complete finished ones, dispatch due messages.",
+    ),
 }

@@ -24,6 +24,14 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Provider calls per message before a transient failure becomes final (exponential backoff between).
+SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=8)
+# Reconciliation after crashes: a claimed message whose send task never started goes back to
+# pending; one whose provider call never reported back becomes 'unknown' (never resent blindly).
+SEND_STALE_QUEUED_SECONDS = env.int("SEND_STALE_QUEUED_SECONDS", default=600)
+SEND_STALE_SENDING_SECONDS = env.int("SEND_STALE_SENDING_SECONDS", default=900)
+# The provider sandbox the embedded default's demo accounts send to (make run starts it).
+SANDBOX_URL = env.str("SANDBOX_URL", default="http://127.0.0.1:8025").rstrip("/")
 # The public address providers call back (webhooks, tracked links); never guessed from a request.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
@@ -84,8 +92,12 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web, worker and beat share one file: wait for a lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Web, worker and beat share one file: wait for a lock instead of failing at once. IMMEDIATE
+    # transactions take the write lock up front (a deferred one that reads, then writes, fails with
+    # "database is locked" without waiting); WAL lets readers go on while one process writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -151,6 +163,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),  # default: ./control in the working directory
         "store_processed": False,
         "polling_interval": 0.5,
     }
@@ -199,5 +212,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The SDKs log every request (headers and bodies, i.e. message text and phone numbers) at INFO.
+        "twilio.http_client": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "python_http_client": {"level": "WARNING"},
+    },
 }

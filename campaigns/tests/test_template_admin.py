@@ -41,3 +41,30 @@ def test_admin_saves_and_warns_about_unknown_variables(client, brand_a, brand_b)
     # The other brand is not a valid choice.
     response = client.post(url, {**_form(brand_b, sms_text="x"), "name": "Other"})
     assert not MessageTemplate.objects.filter(name="Other").exists()
+
+
+def test_preview_for_a_chosen_contact_counts_sms_segments_and_sends_a_test(client, brand_a, sandbox):
+    from audiences.models import Contact
+    from campaigns.tests.factories import account, template
+
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    offer = template(brand_a)
+    ann = Contact.objects.create(brand=brand_a, first_name="Ann", phone="+14155550123")
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    url = reverse("admin:campaigns_template_preview", args=[offer.pk])
+    page = client.get(url, {"contact": ann.pk, "channel": "sms"})
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Hi Ann, 20% off today" in text and "Reply STOP to opt out" in text
+    assert "SMS: GSM-7, 1 segment" in text
+    client.post(url, {"contact": ann.pk, "channel": "sms", "to": "+14155550199", "account": sms.pk})
+    (sent,) = sandbox.requests
+    assert sent["to"] == "+14155550199" and sent["body"].startswith("Hi Ann")
+
+
+def test_preview_of_another_brands_template_is_404(client, brand_a, brand_b):
+    from campaigns.tests.factories import template
+
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    theirs = template(brand_b)
+    assert client.get(reverse("admin:campaigns_template_preview", args=[theirs.pk])).status_code == 404

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.e2e
-def test_worker_process_runs_a_task_over_the_broker():
+def test_worker_process_runs_a_task_over_the_broker(clean_broker):
     worker = subprocess.Popen(
         [
             sys.executable,

@@ -35,4 +35,7 @@ class Command(BaseCommand):
             },
         )
         membership_set(user=user, brand=brand, role=Role.ADMIN)
+        from campaigns.demo import seed
+
+        seed(brand)  # sandbox accounts, 500 contacts with consent, a list, a segment, a template, a draft campaign
         self.stdout.write(f"demo: brand '{brand.slug}', login {DEMO_USERNAME} / {DEMO_PASSWORD}")

@@ -1,0 +1,149 @@
+"""The dispatcher: per sender account, claim as many due messages as its limits allow right now.
+
+Claims go across all running campaigns (and transactional messages) by priority, with
+``SELECT … FOR UPDATE SKIP LOCKED`` so that overlapping ticks never claim a message twice. The
+rate limiter decides how many (per-second rate, daily/rolling quota of unique recipients); the
+claimed messages become ``queued`` and go, in batches, to a send task on the channel's queue.
+A campaign larger than a day's quota simply stays pending until the quota frees up.
+"""
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from channels import ratelimit
+from channels.models import ChannelAccount
+from channels.providers import ADAPTERS
+
+from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
+
+log = logging.getLogger(__name__)
+CLAIM_CHUNK = 1000  # upper bound per account per round
+
+
+def _due(now: dt.datetime):
+    return Message.objects.filter(status=MessageStatus.PENDING, send_after__lte=now).filter(
+        Q(campaign__isnull=True) | Q(campaign__status=CampaignStatus.RUNNING)
+    )
+
+
+def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
+    """Running campaigns with a daily cap or budget: how many more they may claim now (0 = none)."""
+    allowance: dict[int, int] = {}
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    for campaign in Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
+        Q(daily_cap__isnull=False) | Q(budget_cap__isnull=False)
+    ):
+        left = CLAIM_CHUNK * 1000
+        if campaign.daily_cap:
+            claimed_today = (
+                Message.objects.filter(
+                    campaign=campaign, queued_at__gte=day_start, queued_at__lt=day_start + dt.timedelta(days=1)
+                )
+                .exclude(status__in=[MessageStatus.PENDING, MessageStatus.SKIPPED, MessageStatus.CANCELLED])
+                .count()
+            )
+            left = min(left, max(campaign.daily_cap - claimed_today, 0))
+        if campaign.budget_cap is not None:
+            spent = Message.objects.filter(campaign=campaign).aggregate(s=Sum("cost"))["s"] or 0
+            if spent >= campaign.budget_cap:
+                Message.objects.filter(campaign=campaign, status=MessageStatus.PENDING).update(
+                    status=MessageStatus.SKIPPED, skip_reason=SkipReason.BUDGET, updated_at=now
+                )
+                left = 0
+        allowance[campaign.pk] = left
+    return allowance
+
+
+def dispatch(now: dt.datetime | None = None, enqueue=None) -> int:
+    """One round over every account with due messages. Returns how many messages were queued.
+
+    ``enqueue(channel, ids)`` hands a batch to the sender (a Celery task by default); tests of the
+    day-by-day quota pass a function that sends in-process.
+    """
+    now = now or timezone.now()
+    enqueue = enqueue or _enqueue_task
+    allowance = _campaign_allowance(now)
+    account_ids = set(_due(now).order_by().values_list("account_id", flat=True).distinct())
+    total = 0
+    for account in ChannelAccount.objects.filter(pk__in=account_ids - {None}, is_active=True):
+        total += _dispatch_account(account, now, allowance, enqueue)
+    return total
+
+
+def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue) -> int:
+    capacity = min(ratelimit.capacity(account, now=now), CLAIM_CHUNK)
+    if capacity <= 0:
+        return 0
+    batches: list[list[int]] = []
+    with transaction.atomic():
+        blocked = [pk for pk, left in allowance.items() if left <= 0]
+        due = _due(now).filter(account=account).exclude(campaign_id__in=blocked)
+        # Over-claim a little: a recipient already counted today costs no new quota.
+        rows = list(
+            due.order_by("-priority", "id")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("id", "address", "campaign_id")[: capacity * 2]
+        )
+        rows = _within_allowance(rows, allowance)
+        if not rows:
+            return 0
+        granted = set(ratelimit.acquire(account, [address or str(pk) for pk, address, _ in rows], now=now))
+        chosen, seen = [], set()
+        for pk, address, _ in rows:
+            key = address or str(pk)
+            if key in granted and key not in seen:
+                chosen.append(pk)
+                seen.add(key)
+        if not chosen:
+            return 0
+        Message.objects.filter(pk__in=chosen).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
+        size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
+        batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
+        transaction.on_commit(lambda: [enqueue(account.channel, batch) for batch in batches])
+    return sum(len(b) for b in batches)
+
+
+def _within_allowance(rows: list, allowance: dict[int, int]) -> list:
+    """Drop rows past their campaign's daily cap (the allowance is spent as rows are kept)."""
+    kept = []
+    for row in rows:
+        campaign_id = row[2]
+        if campaign_id in allowance:
+            if allowance[campaign_id] <= 0:
+                continue
+            allowance[campaign_id] -= 1
+        kept.append(row)
+    return kept
+
+
+def _enqueue_task(channel: str, ids: list[int]) -> None:
+    from marketing_hub.celery import queue_for_channel
+
+    from .tasks import send_batch
+
+    send_batch.apply_async(args=[ids], queue=queue_for_channel(channel))
+
+
+def reconcile(now: dt.datetime | None = None) -> dict[str, int]:
+    """Heal what crashes leave behind, never by sending blindly.
+
+    - queued too long (the send task was lost before it started): back to pending, safe because
+      the sender only sends messages it moves from queued to sending itself;
+    - sending too long (the worker died during the provider call): 'unknown', unless a provider
+      callback has settled it meanwhile. Never resent: the provider may have accepted it.
+    """
+    now = now or timezone.now()
+    stale_queued = dt.timedelta(seconds=settings.SEND_STALE_QUEUED_SECONDS)
+    stale_sending = dt.timedelta(seconds=settings.SEND_STALE_SENDING_SECONDS)
+    requeued = Message.objects.filter(status=MessageStatus.QUEUED, queued_at__lt=now - stale_queued).update(
+        status=MessageStatus.PENDING, updated_at=now
+    )
+    unknown = Message.objects.filter(status=MessageStatus.SENDING, updated_at__lt=now - stale_sending).update(
+        status=MessageStatus.UNKNOWN, error_message="worker lost during the provider call; not resent", updated_at=now
+    )
+    return {"requeued": requeued, "unknown": unknown}

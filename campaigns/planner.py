@@ -1,0 +1,425 @@
+"""The planner: materializes a send's recipients in one set-based statement per channel step.
+
+For every contact of the audience it decides, inside the database, the channel (the first step of
+the strategy that is reachable: address, consent, no suppression, under the frequency cap), the
+A/B variant (a deterministic hash of contact and campaign) and ``send_after`` (now, a set time, or
+a local time of day, moved out of the brand's quiet hours for SMS and WhatsApp). Contacts that no
+step reaches are written too, as skipped with the reason, so targeted = queued + skipped always.
+
+The SELECT is built by the ORM (values are parameters, never SQL text); only the surrounding
+``INSERT INTO … SELECT … ON CONFLICT DO NOTHING`` is ours, so re-planning a send adds nothing and
+the UNIQUE (send, contact, channel) constraint makes a duplicate impossible.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Greatest, Mod, NullIf
+from django.utils import timezone
+
+from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Contact, ListMembership, Suppression
+from audiences.services import segment_members
+
+from .models import (
+    COUNTED_AS_SENT,
+    Campaign,
+    ChannelMode,
+    Message,
+    MessageStatus,
+    ScheduleKind,
+    Send,
+    SkipReason,
+)
+from .scheduling import next_local_time, outside_quiet_hours
+
+# Reason codes, ordered so that the highest is the "closest to reachable" one reported.
+REASONS = {1: SkipReason.NO_ADDRESS, 2: SkipReason.NO_CONSENT, 3: SkipReason.SUPPRESSED, 4: SkipReason.FREQUENCY_CAP}
+QUIET_CHANNELS = ("sms", "whatsapp")
+HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: spreads consecutive ids evenly
+
+
+class PlanningError(ValueError):
+    pass
+
+
+@dataclass
+class Plan:
+    targeted: int = 0
+    by_channel: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    by_variant: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def queued(self) -> int:
+        return sum(self.by_channel.values())
+
+
+# -- the audience ----------------------------------------------------------------------------------------
+def audience(campaign: Campaign):
+    """Live contacts in any of the campaign's segments or lists and in none of its exclusions."""
+    segments, lists = list(campaign.segments.all()), list(campaign.lists.all())
+    if not segments and not lists:
+        raise PlanningError("Choose at least one segment or list as the audience.")
+    base = Contact.objects.filter(brand_id=campaign.brand_id, erased_at__isnull=True)
+    included = Q(pk__in=[])
+    for segment in segments:
+        included |= Q(pk__in=segment_members(segment).values("pk"))
+    if lists:
+        included |= Q(Exists(ListMembership.objects.filter(contact=OuterRef("pk"), contact_list__in=lists)))
+    excluded = Q(pk__in=[])
+    for segment in campaign.exclude_segments.all():
+        excluded |= Q(pk__in=segment_members(segment).values("pk"))
+    exclude_lists = list(campaign.exclude_lists.all())
+    if exclude_lists:
+        excluded |= Q(Exists(ListMembership.objects.filter(contact=OuterRef("pk"), contact_list__in=exclude_lists)))
+    return base.filter(included).exclude(excluded)
+
+
+# -- reachability per step ---------------------------------------------------------------------------------
+def _reason(step_index: int, channel: str, campaign: Campaign, now: dt.datetime):
+    """An integer expression: 0 when the step reaches the contact, else a REASONS code."""
+    if channel == "webhook":
+        return Value(0)
+    address = ADDRESS_FIELD[channel]
+    consent = Exists(Consent.objects.filter(contact=OuterRef("pk"), channel=channel, status=ConsentStatus.SUBSCRIBED))
+    suppressed = Exists(
+        Suppression.objects.filter(brand_id=OuterRef("brand_id"), channel=channel, address=OuterRef(address))
+    )
+    whens = [
+        When(Q(**{f"{address}__isnull": True}) | Q(**{address: ""}), then=Value(1)),
+        When(~Q(consent), then=Value(2)),
+        When(Q(suppressed), then=Value(3)),
+    ]
+    if campaign.frequency_cap:
+        recent = (
+            Message.objects.filter(
+                contact=OuterRef("pk"),
+                channel=channel,
+                marketing=True,
+                status__in=[*COUNTED_AS_SENT, MessageStatus.QUEUED, MessageStatus.PENDING],
+                created_at__gte=now - dt.timedelta(days=7),
+            )
+            .exclude(campaign=campaign)
+            .order_by()
+            .values("contact")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        whens.append(When(Q(**{f"_recent_{step_index}__gte": campaign.frequency_cap}), then=Value(4)))
+        return Case(*whens, default=Value(0), output_field=IntegerField()), Coalesce(Subquery(recent), 0)
+    return Case(*whens, default=Value(0), output_field=IntegerField())
+
+
+def _annotated(queryset, campaign: Campaign, steps: list, now: dt.datetime):
+    for index, step in enumerate(steps):
+        reason = _reason(index, step.account.channel, campaign, now)
+        if isinstance(reason, tuple):
+            queryset = queryset.annotate(**{f"_recent_{index}": reason[1]})
+            reason = reason[0]
+        queryset = queryset.annotate(**{f"_reason_{index}": reason})
+    chosen = Case(
+        *[When(**{f"_reason_{i}": 0}, then=Value(i)) for i in range(len(steps))],
+        default=Value(-1),
+        output_field=IntegerField(),
+    )
+    worst = Greatest(*[F(f"_reason_{i}") for i in range(len(steps))]) if len(steps) > 1 else F("_reason_0")
+    return queryset.annotate(_chosen=chosen, _why=worst)
+
+
+def _variant_case(campaign: Campaign):
+    variants = list(campaign.variants.all())
+    if not variants:
+        return Value(None, output_field=IntegerField())
+    total = sum(v.weight for v in variants) or 1
+    bucket = Mod(F("id") * HASH_MULTIPLIER + campaign.pk * 40503, Value(total))
+    whens, upper = [], 0
+    for variant in variants[:-1]:
+        upper += variant.weight
+        whens.append(When(_bucket__lt=upper, then=Value(variant.pk)))
+    return bucket, Case(*whens, default=Value(variants[-1].pk), output_field=IntegerField())
+
+
+# -- when ----------------------------------------------------------------------------------------------
+def _base_time(campaign: Campaign, send: Send, now: dt.datetime) -> dt.datetime:
+    if campaign.schedule_kind == ScheduleKind.AT and campaign.scheduled_at:
+        return max(campaign.scheduled_at, now)
+    if campaign.schedule_kind == ScheduleKind.RECURRING and send.occurrence not in ("once", ""):
+        return max(dt.datetime.fromisoformat(send.occurrence), now)
+    return now
+
+
+def _send_times(queryset, campaign: Campaign, send: Send, now: dt.datetime) -> dict[str, tuple]:
+    """Per contact time zone: (send time, send time moved out of quiet hours). Few distinct zones."""
+    brand = campaign.brand
+    base = _base_time(campaign, send, now)
+    times = {}
+    for zone in set(queryset.order_by().values_list("time_zone", flat=True).distinct()):
+        tz = zone or brand.time_zone
+        moment = base
+        if campaign.schedule_kind == ScheduleKind.LOCAL_TIME and campaign.local_time:
+            moment = next_local_time(base, tz, campaign.local_time)
+        times[zone] = (moment, outside_quiet_hours(moment, tz, brand.quiet_hours_start, brand.quiet_hours_end))
+    return times
+
+
+def _send_after(times: dict, base: dt.datetime, quiet) -> Case:
+    """``quiet``: True/False for a fixed channel, or the list of quiet-sensitive steps (by _chosen)."""
+    whens = []
+    for zone, (moment, quiet_moment) in times.items():
+        if isinstance(quiet, list) and quiet and quiet_moment != moment:
+            whens.append(When(time_zone=zone, _chosen__in=quiet, then=Value(quiet_moment)))
+        whens.append(When(time_zone=zone, then=Value(quiet_moment if quiet is True else moment)))
+    return Case(*whens, default=Value(base))
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+COLUMNS = [
+    "brand_id", "campaign_id", "send_id", "contact_id", "variant_id", "channel", "step", "account_id",
+    "template_id", "marketing", "priority", "status", "skip_reason", "send_after", "attempts", "address",
+    "provider_message_id", "error_code", "error_message", "segments", "cost", "context", "created_at", "updated_at",
+]  # fmt: skip
+
+
+def _insert_select(queryset, values: dict) -> int:
+    """INSERT the rows of ``queryset`` shaped by ``values`` (column -> expression); skip duplicates."""
+    aliases = {f"_c_{column}": expression for column, expression in values.items()}
+    rows = queryset.annotate(**aliases).order_by().values(*aliases)
+    select_sql, params = rows.query.sql_with_params()
+    columns = ", ".join(connection.ops.quote_name(c) for c in values)
+    table = connection.ops.quote_name(Message._meta.db_table)
+    sql = f"INSERT INTO {table} ({columns}) {select_sql} ON CONFLICT DO NOTHING"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _step_case(steps: list, attribute, chosen_field: str = "_chosen"):
+    return Case(
+        *[When(**{chosen_field: i}, then=Value(attribute(step))) for i, step in enumerate(steps)],
+        default=Value(None),
+    )
+
+
+def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | None = None) -> Plan:
+    """Materialize the send's messages. Idempotent: planning again adds nothing."""
+    now = now or timezone.now()
+    campaign = send.campaign
+    steps = list(campaign.channels.select_related("account", "template").order_by("position"))
+    if not steps:
+        raise PlanningError("Add at least one channel (account and template) to the campaign.")
+    inactive = [str(step.account) for step in steps if not step.account.is_active]
+    if inactive:
+        raise PlanningError(f"Sender account {inactive[0]} is not active.")
+    queryset = audience(campaign)
+    if contact_filter is not None:
+        queryset = queryset.filter(contact_filter)
+    queryset = _annotated(queryset, campaign, steps, now)
+    variant = _variant_case(campaign)
+    if isinstance(variant, tuple):
+        queryset = queryset.annotate(_bucket=variant[0])
+        variant = variant[1]
+    times = _send_times(queryset, campaign, send, now)
+    base_time = _base_time(campaign, send, now)
+    quiet_steps = [i for i, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
+    common = {
+        "brand_id": Value(campaign.brand_id),
+        "campaign_id": Value(campaign.pk),
+        "send_id": Value(send.pk),
+        "contact_id": F("id"),
+        "variant_id": variant,
+        "marketing": Value(True),
+        "priority": Value(campaign.priority),
+        "attempts": Value(0),
+        "provider_message_id": Value(""),
+        "error_code": Value(""),
+        "error_message": Value(""),
+        "segments": Value(0),
+        "cost": Value(0),
+        "context": Value("{}"),
+        "created_at": Value(now),
+        "updated_at": Value(now),
+    }
+    with transaction.atomic():
+        if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
+            for index, step in enumerate(steps):
+                reachable = queryset.filter(**{f"_reason_{index}": 0})
+                quiet = step.account.channel in QUIET_CHANNELS
+                _insert_select(reachable, {**common, **_step_values(step, index, _send_after(times, base_time, quiet))})
+            unreachable = queryset.filter(_chosen=-1)
+        else:
+            reachable = queryset.exclude(_chosen=-1)
+            _insert_select(
+                reachable,
+                {
+                    **common,
+                    "channel": _step_case(steps, lambda s: s.account.channel),
+                    "step": F("_chosen"),
+                    "account_id": _step_case(steps, lambda s: s.account_id),
+                    "template_id": _step_case(steps, lambda s: s.template_id),
+                    "status": Value(MessageStatus.PENDING),
+                    "skip_reason": Value(""),
+                    "send_after": _send_after(times, base_time, quiet_steps),
+                    "address": _address_case(steps),
+                },
+            )
+            unreachable = queryset.filter(_chosen=-1)
+        _insert_select(
+            unreachable,
+            {
+                **common,
+                "channel": Value(""),
+                "step": Value(0),
+                "account_id": Value(None, output_field=IntegerField()),
+                "template_id": Value(None, output_field=IntegerField()),
+                "status": Value(MessageStatus.SKIPPED),
+                "skip_reason": Case(*[When(_why=code, then=Value(r.value)) for code, r in REASONS.items()]),
+                "send_after": Value(None, output_field=IntegerField()),
+                "address": Value(""),
+            },
+        )
+        plan = summarize(send)
+        Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
+    return plan
+
+
+def _step_values(step, index: int, send_after) -> dict:
+    channel = step.account.channel
+    return {
+        "channel": Value(channel),
+        "step": Value(index),
+        "account_id": Value(step.account_id),
+        "template_id": Value(step.template_id),
+        "status": Value(MessageStatus.PENDING),
+        "skip_reason": Value(""),
+        "send_after": send_after,
+        "address": _address_expr(channel),
+    }
+
+
+def _address_expr(channel: str):
+    if channel == "webhook":
+        return Value("", output_field=CharField())
+    return Coalesce(NullIf(F(ADDRESS_FIELD[channel]), Value("")), Value(""), output_field=CharField())
+
+
+def _address_case(steps: list):
+    return Case(
+        *[When(_chosen=i, then=_address_expr(step.account.channel)) for i, step in enumerate(steps)],
+        default=Value(""),
+        output_field=CharField(),
+    )
+
+
+def summarize(send: Send) -> Plan:
+    plan = Plan()
+    rows = Message.objects.filter(send=send).values("channel", "status", "skip_reason", "contact_id")
+    counts = (
+        Message.objects.filter(send=send)
+        .order_by()
+        .values("channel", "status", "skip_reason", "variant__name")
+        .annotate(n=Count("id"))
+    )
+    contacts = rows.order_by().values("contact_id").distinct().count()
+    for row in counts:
+        if row["status"] == MessageStatus.SKIPPED:
+            plan.skipped[row["skip_reason"]] = plan.skipped.get(row["skip_reason"], 0) + row["n"]
+        else:
+            plan.by_channel[row["channel"]] = plan.by_channel.get(row["channel"], 0) + row["n"]
+        if row["variant__name"]:
+            plan.by_variant[row["variant__name"]] = plan.by_variant.get(row["variant__name"], 0) + row["n"]
+    plan.targeted = contacts
+    return plan
+
+
+# -- dry run -----------------------------------------------------------------------------------------------
+def dry_run(campaign: Campaign, now: dt.datetime | None = None) -> dict:
+    """What launching now would do: recipients by channel, skipped by reason, cost and ETA."""
+    now = now or timezone.now()
+    steps = list(campaign.channels.select_related("account", "template").order_by("position"))
+    if not steps:
+        raise PlanningError("Add at least one channel (account and template) to the campaign.")
+    queryset = _annotated(audience(campaign), campaign, steps, now)
+    plan = Plan()
+    if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
+        for index, step in enumerate(steps):
+            plan.by_channel[step.account.channel] = plan.by_channel.get(step.account.channel, 0) + (
+                queryset.filter(**{f"_reason_{index}": 0}).count()
+            )
+        rows = queryset.filter(_chosen=-1).order_by().values("_why").annotate(n=Count("id"))
+        for row in rows:
+            plan.skipped[REASONS[row["_why"]]] = row["n"]
+        per_step = {i: queryset.filter(**{f"_reason_{i}": 0}).count() for i in range(len(steps))}
+    else:
+        per_step = {}
+        for row in queryset.order_by().values("_chosen", "_why").annotate(n=Count("id")):
+            if row["_chosen"] == -1:
+                reason = REASONS[row["_why"]]
+                plan.skipped[reason] = plan.skipped.get(reason, 0) + row["n"]
+            else:
+                step = steps[row["_chosen"]]
+                plan.by_channel[step.account.channel] = plan.by_channel.get(step.account.channel, 0) + row["n"]
+                per_step[row["_chosen"]] = per_step.get(row["_chosen"], 0) + row["n"]
+    plan.targeted = (
+        plan.queued + sum(plan.skipped.values())
+        if campaign.channel_mode != ChannelMode.EVERY_CHANNEL
+        else (queryset.count())
+    )
+    cost, eta = 0, dt.timedelta(0)
+    per_account: dict[int, int] = {}
+    for index, count in per_step.items():
+        account = steps[index].account
+        per_account[account.pk] = per_account.get(account.pk, 0) + count
+        cost += count * float(account.cost_per_message or 0)
+    accounts = {step.account.pk: step.account for step in steps}
+    days = 0
+    for account_id, count in per_account.items():
+        eta = max(eta, estimate_duration(accounts[account_id], count, campaign.daily_cap))
+        days = max(days, sending_days(accounts[account_id], count, campaign.daily_cap))
+    return {
+        "targeted": plan.targeted,
+        "recipients_by_channel": plan.by_channel,
+        "skipped_by_reason": {str(k): v for k, v in plan.skipped.items()},
+        "estimated_cost": round(cost, 4),
+        "currency": steps[0].account.currency if steps else "",
+        "eta_seconds": int(eta.total_seconds()),
+        "eta_days": days,
+    }
+
+
+def sending_days(account, count: int, daily_cap: int | None = None) -> int:
+    """On how many days messages go out: the first day counts, so 10,000 at 250 a day is 40."""
+    if count <= 0:
+        return 0
+    quotas = [q for q in (account.daily_quota, daily_cap) if q]
+    if quotas:
+        return -(-count // min(quotas))
+    return max(1, -(-int(estimate_duration(account, count).total_seconds()) // 86400))
+
+
+def estimate_duration(account, count: int, daily_cap: int | None = None) -> dt.timedelta:
+    """How long ``count`` messages take through ``account``: its per-second rate and daily quota."""
+    if count <= 0:
+        return dt.timedelta(0)
+    per_day = [q for q in (account.daily_quota, daily_cap) if q]
+    rate = float(account.rate_per_second or 0) or None
+    if per_day:
+        quota = min(per_day)
+        full_days, rest = divmod(count, quota)
+        if rest == 0:
+            full_days, rest = full_days - 1, quota
+        return dt.timedelta(days=full_days) + dt.timedelta(seconds=rest / rate if rate else 0)
+    return dt.timedelta(seconds=count / rate) if rate else dt.timedelta(0)

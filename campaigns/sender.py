@@ -1,0 +1,289 @@
+"""The sender: render a claimed batch, hand it to the provider adapter in one call, record outcomes.
+
+The order matters for "never a duplicate, never a silent loss":
+1. under a row lock, only messages still ``queued`` are taken and moved to ``sending`` (commit);
+   a second task holding the same ids finds them ``sending`` and leaves them alone;
+2. the provider is called once for the batch;
+3. the outcomes are written in bulk: sent, retry later (transient, with backoff and jitter, the
+   provider's Retry-After honoured), failed (permanent, with the provider's code) plus failover.
+A worker killed between 1 and 3 leaves ``sending`` rows that the reconciler marks ``unknown``
+unless a provider callback settles them: they are never sent again blindly.
+"""
+
+import datetime as dt
+import logging
+import random
+from decimal import Decimal
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Suppression
+from channels.exceptions import ProviderError, ProviderPermanentError, ProviderTransientError
+from channels.models import ChannelAccount
+from channels.providers import OutboundMessage, get_adapter
+from channels.sms import sms_segments
+
+from .models import CampaignStatus, ChannelMode, Message, MessageStatus, MessageTemplate, SkipReason
+from .rendering import NoContentError, render_message
+from .templating import TemplateError
+
+log = logging.getLogger(__name__)
+BASE_BACKOFF = 2.0  # seconds; doubled per attempt, with full jitter
+MAX_BACKOFF = 600.0
+UNSUBSCRIBE_SALT = "campaigns.unsubscribe"
+
+
+def backoff(attempt: int, retry_after: float | None = None) -> float:
+    delay = random.uniform(0, min(MAX_BACKOFF, BASE_BACKOFF * 2 ** max(attempt - 1, 0)))
+    return max(delay, retry_after or 0)
+
+
+def unsubscribe_token(message: Message) -> str:
+    return signing.dumps([message.pk, message.contact_id, message.channel], salt=UNSUBSCRIBE_SALT, compress=True)
+
+
+def links_for(message: Message) -> dict[str, str]:
+    token = unsubscribe_token(message)
+    base = settings.PUBLIC_BASE_URL
+    return {"unsubscribe_url": f"{base}/u/{token}/", "preferences_url": f"{base}/u/{token}/"}
+
+
+def _claim(ids: list[int]) -> list[Message]:
+    """queued → sending for the messages still queued; paused/cancelled campaigns let go."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Message.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=ids, status=MessageStatus.QUEUED)
+            .select_related("campaign")
+        )
+        go, back, cancelled = [], [], []
+        for message in rows:
+            status = message.campaign.status if message.campaign_id else CampaignStatus.RUNNING
+            (
+                go if status == CampaignStatus.RUNNING else cancelled if status == CampaignStatus.CANCELLED else back
+            ).append(message.pk)
+        Message.objects.filter(pk__in=back).update(status=MessageStatus.PENDING, updated_at=now)
+        Message.objects.filter(pk__in=cancelled).update(status=MessageStatus.CANCELLED, updated_at=now)
+        Message.objects.filter(pk__in=go).update(status=MessageStatus.SENDING, updated_at=now)
+    return list(Message.objects.filter(pk__in=go).select_related("contact", "variant", "campaign"))
+
+
+def _still_allowed(messages: list[Message]) -> dict[int, str]:
+    """Consent or suppression that changed since planning (a STOP mid-campaign): id -> reason."""
+    refused: dict[int, str] = {}
+    by_channel: dict[str, list[Message]] = {}
+    for message in messages:
+        by_channel.setdefault(message.channel, []).append(message)
+    for channel, group in by_channel.items():
+        if channel not in ADDRESS_FIELD:
+            continue
+        addresses = {m.address for m in group}
+        suppressed = set(
+            Suppression.objects.filter(brand_id=group[0].brand_id, channel=channel, address__in=addresses).values_list(
+                "address", flat=True
+            )
+        )
+        consents = dict(
+            Consent.objects.filter(contact_id__in=[m.contact_id for m in group], channel=channel).values_list(
+                "contact_id", "status"
+            )
+        )
+        for message in group:
+            if message.address in suppressed:
+                refused[message.pk] = SkipReason.SUPPRESSED
+            elif message.marketing and consents.get(message.contact_id) != ConsentStatus.SUBSCRIBED:
+                refused[message.pk] = SkipReason.NO_CONSENT
+            elif not message.marketing and consents.get(message.contact_id) == ConsentStatus.UNSUBSCRIBED:
+                refused[message.pk] = SkipReason.NO_CONSENT
+    return refused
+
+
+def _outbound(message: Message, account: ChannelAccount) -> OutboundMessage:
+    template = message.variant.template if message.variant_id and message.variant.template_id else message.template
+    contact = message.contact
+    links = {**(message.context or {}), **links_for(message)}
+    if message.channel == "webhook":
+        payload = {
+            "message_id": message.pk,
+            "campaign": message.campaign_id,
+            "contact": {"id": contact.pk, "external_id": contact.external_id, "email": contact.email},
+            "context": message.context,
+        }
+        return OutboundMessage(message_id=str(message.pk), to=account.provider_config().credentials.get("url", ""),
+                               payload=payload)  # fmt: skip
+    rendered = render_message(template=template, channel=message.channel, contact=contact, links=links)
+    headers = {}
+    if message.channel == "email" and message.marketing:
+        headers = {
+            "List-Unsubscribe": f"<{links['unsubscribe_url']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    return OutboundMessage(
+        message_id=str(message.pk),
+        to=message.address,
+        body=rendered.text,
+        subject=rendered.subject,
+        html=rendered.html,
+        from_name=template.brand.sender_name,
+        headers=headers,
+        content_sid=rendered.content_sid or None,
+        content_variables=rendered.content_variables,
+        button=rendered.button,
+        metadata={"campaign_id": message.campaign_id, "preheader": rendered.preheader},
+    )
+
+
+def send_batch(ids: list[int]) -> dict[str, int]:
+    messages = _claim(ids)
+    if not messages:
+        return {}
+    now = timezone.now()
+    refused = _still_allowed(messages)
+    outcome = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0}
+    accounts = {a.pk: a for a in ChannelAccount.objects.filter(pk__in={m.account_id for m in messages})}
+    template_ids = {m.template_id for m in messages} | {m.variant.template_id for m in messages if m.variant_id}
+    templates = {
+        t.pk: t
+        for t in MessageTemplate.objects.filter(pk__in=template_ids - {None})
+        .select_related("brand")
+        .prefetch_related("contents")
+    }
+    for message in messages:  # one shared, prefetched template object per template: no query per message
+        message.template = templates.get(message.template_id)
+        if message.variant_id and message.variant.template_id:
+            message.variant.template = templates[message.variant.template_id]
+    updates: list[Message] = []
+    batch: list[tuple[Message, OutboundMessage]] = []
+    for message in messages:
+        message.attempts += 1
+        if message.pk in refused:
+            message.status, message.skip_reason = MessageStatus.SKIPPED, refused[message.pk]
+            outcome["skipped"] += 1
+            updates.append(message)
+            continue
+        try:
+            batch.append((message, _outbound(message, accounts[message.account_id])))
+        except (NoContentError, TemplateError, KeyError) as exc:
+            message.status, message.error_code = MessageStatus.FAILED, "render_error"
+            message.error_message = str(exc)[:500]
+            outcome["failed"] += 1
+            updates.append(message)
+    failovers: list[Message] = []
+    if batch:
+        account = accounts[batch[0][0].account_id]
+        results = _call_provider(account, [outbound for _, outbound in batch])
+        for (message, outbound), result in zip(batch, results, strict=True):
+            if result.accepted:
+                message.status = MessageStatus.SENT
+                message.provider_message_id = (result.provider_message_id or "")[:100]
+                message.sent_at = now
+                message.segments = result.segments or (
+                    sms_segments(outbound.body)[1] if message.channel == "sms" else 1
+                )
+                per = Decimal(account.cost_per_message or 0)
+                message.cost = per * (message.segments if message.channel == "sms" else 1)
+                outcome["sent"] += 1
+            elif isinstance(result.error, ProviderTransientError) and message.attempts < settings.SEND_MAX_ATTEMPTS:
+                message.status = MessageStatus.PENDING
+                message.send_after = now + dt.timedelta(seconds=backoff(message.attempts, result.error.retry_after))
+                message.error_code = str(result.error.code or result.error.status or "transient")[:40]
+                message.error_message = str(result.error)[:500]
+                outcome["retry"] += 1
+            else:
+                error = result.error or ProviderPermanentError("rejected", provider=account.provider)
+                message.status = MessageStatus.FAILED
+                message.error_code = str(error.code or error.status or "failed")[:40]
+                exhausted = isinstance(error, ProviderTransientError)
+                message.error_message = (("retries exhausted: " if exhausted else "") + str(error))[:500]
+                outcome["failed"] += 1
+                if not exhausted:
+                    failovers.append(message)
+            updates.append(message)
+    _write_outcomes(updates, now)
+    _failover(failovers, now)
+    return outcome
+
+
+OUTCOME_FIELDS = [
+    "status", "skip_reason", "attempts", "provider_message_id", "sent_at", "segments", "cost", "send_after",
+    "error_code", "error_message",
+]  # fmt: skip
+
+
+def _write_outcomes(messages: list[Message], now) -> None:
+    """One parameterized UPDATE per message, sent as a batch (executemany): Django's bulk_update
+    builds a CASE per field and row, which costs more than the provider call it records."""
+    if not messages:
+        return
+    fields = [Message._meta.get_field(name) for name in OUTCOME_FIELDS]
+    quote = connection.ops.quote_name
+    # A provider callback may have moved the message on (delivered) while the batch was still being
+    # sent: the status then stays where the callback put it; the rest is recorded all the same.
+    status = quote("status")
+    assignments = ", ".join(
+        f"{status} = CASE WHEN {status} = 'sending' THEN %s ELSE {status} END"
+        if f.name == "status"
+        else f"{quote(f.column)} = %s"
+        for f in fields
+    )
+    table = quote(Message._meta.db_table)
+    # Identifiers come from the model's metadata; every value is a parameter.
+    sql = f"UPDATE {table} SET {assignments}, {quote('updated_at')} = %s WHERE id = %s"  # noqa: S608
+    rows = [[f.get_db_prep_save(getattr(m, f.attname), connection) for f in fields] + [now, m.pk] for m in messages]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _call_provider(account: ChannelAccount, outbound: list[OutboundMessage]):
+    from channels.providers import SendResult
+
+    try:
+        adapter = get_adapter(account.provider_config(), cached=True)
+        return adapter.send(outbound)
+    except ProviderError as exc:
+        error = (
+            exc
+            if isinstance(exc, ProviderTransientError | ProviderPermanentError)
+            else ProviderTransientError(str(exc), provider=account.provider)
+        )
+        return [SendResult(message_id=o.message_id, accepted=False, error=error) for o in outbound]
+    except Exception as exc:  # any other failure of the call: retry later, logged in full
+        log.exception("provider call failed for account %s", account.pk)
+        error = ProviderTransientError(f"{type(exc).__name__}: {exc}", provider=account.provider)
+        return [SendResult(message_id=o.message_id, accepted=False, error=error) for o in outbound]
+
+
+def _failover(failed: list[Message], now: dt.datetime) -> None:
+    """Permanent failure under a 'failover' strategy: plan the same contact on the next reachable step."""
+    for message in failed:
+        campaign = message.campaign
+        if campaign is None or campaign.channel_mode != ChannelMode.FAILOVER:
+            continue
+        steps = list(campaign.channels.select_related("account").order_by("position"))
+        for index, step in enumerate(steps):
+            if index <= message.step:
+                continue
+            channel = step.account.channel
+            address = message.contact.address_for(channel) if channel != "webhook" else ""
+            if channel != "webhook" and not address:
+                continue
+            consent = Consent.objects.filter(contact_id=message.contact_id, channel=channel).first()
+            if channel != "webhook" and (consent is None or consent.status != ConsentStatus.SUBSCRIBED):
+                continue
+            if Suppression.objects.filter(brand_id=message.brand_id, channel=channel, address=address).exists():
+                continue
+            try:
+                with transaction.atomic():
+                    Message.objects.create(
+                        brand_id=message.brand_id, campaign=campaign, send_id=message.send_id,
+                        contact_id=message.contact_id, variant_id=message.variant_id, channel=channel, step=index,
+                        account=step.account, template_id=step.template_id, priority=message.priority,
+                        status=MessageStatus.PENDING, send_after=now, address=address or "",
+                    )  # fmt: skip
+            except IntegrityError:
+                pass  # already planned on that channel for this send
+            break

@@ -1,0 +1,57 @@
+"""Celery tasks of the core flow. Beat runs ``tick``; launches and transactional sends kick ``dispatch``."""
+
+import time
+
+from celery import shared_task
+from django.core.cache import cache
+
+from . import dispatcher, sender, services
+from .models import Campaign, CampaignStatus
+
+DISPATCH_WINDOW = 1.8  # seconds one dispatch task keeps claiming while work is due (beat runs every 2 s)
+DISPATCH_LOCK = "campaigns:dispatch-lock"
+
+
+@shared_task(name="campaigns.tasks.dispatch", ignore_result=True)
+def dispatch() -> int:
+    """Claim due messages within every account's limits for a short window; overlapping runs are safe."""
+    if not cache.add(DISPATCH_LOCK, 1, timeout=10):
+        return 0  # another dispatcher is claiming right now; SKIP LOCKED would make this one idle anyway
+    try:
+        total, deadline = 0, time.monotonic() + DISPATCH_WINDOW
+        while True:
+            queued = dispatcher.dispatch()
+            total += queued
+            if time.monotonic() >= deadline:
+                return total
+            time.sleep(0.05 if queued else 0.25)
+    finally:
+        cache.delete(DISPATCH_LOCK)
+
+
+@shared_task(name="campaigns.tasks.send_batch", ignore_result=True, acks_late=False)
+def send_batch(ids: list[int]) -> dict:
+    """Send one claimed batch. Not acks_late: a task redelivered after a crash must not resend."""
+    return sender.send_batch(ids)
+
+
+@shared_task(name="campaigns.tasks.tick", ignore_result=True)
+def tick() -> None:
+    """Beat: start due scheduled campaigns, heal crashes, complete finished campaigns, dispatch."""
+    services.start_due()
+    dispatcher.reconcile()
+    for campaign in Campaign.objects.filter(status=CampaignStatus.RUNNING):
+        services.complete_if_done(campaign)
+    dispatch.apply_async(queue="default")
+
+
+@shared_task(name="campaigns.tasks.run_occurrence", ignore_result=True)
+def run_occurrence(campaign_id: int) -> None:
+    """django-celery-beat's crontab entry of a recurring campaign: one send per occurrence."""
+    from django.utils import timezone
+
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING):
+        return
+    occurrence = timezone.now().replace(second=0, microsecond=0).isoformat()
+    services.start_send(campaign, occurrence, "beat")

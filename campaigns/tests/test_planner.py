@@ -1,0 +1,123 @@
+"""The planner and the lifecycle: every contact accounted for, no duplicates, legal transitions only."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from audiences.models import Consent, Contact, Suppression
+from campaigns import services
+from campaigns.models import CampaignTransition, Message, Send, Variant
+from campaigns.planner import dry_run, plan_send
+from campaigns.tests.factories import account, campaign, contacts, template
+
+
+@pytest.fixture
+def setup(brand_a):
+    contact_list, people = contacts(brand_a, 20)
+    email = account(brand_a, "email")
+    sms = account(brand_a, "sms")
+    offer = template(brand_a)
+    return contact_list, people, email, sms, offer
+
+
+def test_every_contact_is_accounted_for_with_reasons(brand_a, setup):
+    contact_list, people, email, sms, offer = setup
+    # 3 without email (one of them without a phone too), 2 without email consent, 1 suppressed, 1 erased.
+    Contact.objects.filter(pk__in=[p.pk for p in people[:3]]).update(email=None)
+    Contact.objects.filter(pk=people[0].pk).update(phone=None, whatsapp=None)
+    Consent.objects.filter(contact__in=people[3:5], channel="email").update(status="unsubscribed")
+    Consent.objects.filter(contact__in=people[3:4], channel="sms").delete()
+    Suppression.objects.create(brand=brand_a, channel="email", address=people[5].email, reason="hard_bounce")
+    Contact.objects.filter(pk=people[6].pk).update(erased_at=timezone.now())
+    spring = campaign(brand_a, contact_list, [(email, offer), (sms, offer)])
+
+    preview = dry_run(spring)
+    send = Send.objects.create(campaign=spring, occurrence="once")
+    plan = plan_send(send)
+
+    assert plan.targeted == preview["targeted"] == 19  # the erased contact is not in the audience
+    assert plan.by_channel == preview["recipients_by_channel"] == {"email": 13, "sms": 4}
+    assert plan.skipped == preview["skipped_by_reason"] == {"no_address": 1, "no_consent": 1}
+    assert plan.queued + sum(plan.skipped.values()) == plan.targeted
+    assert Message.objects.get(contact=people[5]).channel == "sms"  # suppressed on email: next channel
+    assert Message.objects.get(contact=people[1]).address == people[1].phone
+
+    again = plan_send(send)  # re-planning (a crashed launch retried) adds nothing
+    assert again.targeted == 19 and Message.objects.count() == 19
+
+
+def test_every_channel_mode_and_variants_by_deterministic_hash(brand_a, setup):
+    contact_list, _people, email, sms, offer = setup
+    spring = campaign(brand_a, contact_list, [(email, offer), (sms, offer)], channel_mode="every_channel")
+    Variant.objects.create(campaign=spring, name="A", weight=50)
+    Variant.objects.create(campaign=spring, name="B", weight=50)
+    send = Send.objects.create(campaign=spring, occurrence="once")
+    plan = plan_send(send)
+    assert plan.by_channel == {"email": 20, "sms": 20}
+    assert set(plan.by_variant) == {"A", "B"} and sum(plan.by_variant.values()) == 40
+    variant_of = dict(Message.objects.filter(channel="email").values_list("contact_id", "variant__name"))
+    assert variant_of == dict(Message.objects.filter(channel="sms").values_list("contact_id", "variant__name"))
+
+
+def test_frequency_cap_counts_other_campaigns(brand_a, setup):
+    contact_list, _people, email, _sms, offer = setup
+    first = campaign(brand_a, contact_list, [(email, offer)], name="First")
+    plan_send(Send.objects.create(campaign=first, occurrence="once"))
+    Message.objects.filter(campaign=first).update(status="sent", sent_at=timezone.now())
+    second = campaign(brand_a, contact_list, [(email, offer)], name="Second", frequency_cap=1)
+    plan = plan_send(Send.objects.create(campaign=second, occurrence="once"))
+    assert plan.skipped == {"frequency_cap": 20}
+
+
+def test_quiet_hours_defer_sms_to_the_local_morning(brand_a, setup):
+    contact_list, people, _email, sms, offer = setup
+    brand_a.quiet_hours_start, brand_a.quiet_hours_end = dt.time(21), dt.time(8)
+    brand_a.save()
+    Contact.objects.filter(pk=people[0].pk).update(time_zone="Asia/Tokyo")
+    spring = campaign(brand_a, contact_list, [(sms, offer)])
+    now = dt.datetime(2026, 3, 2, 13, 0, tzinfo=dt.UTC)  # 22:00 in Tokyo, 13:00 UTC (brand time zone)
+    plan_send(Send.objects.create(campaign=spring, occurrence="once"), now=now)
+    tokyo = Message.objects.get(contact=people[0]).send_after
+    assert tokyo == dt.datetime(2026, 3, 2, 23, 0, tzinfo=dt.UTC)  # 08:00 next morning in Tokyo
+    assert Message.objects.get(contact=people[1]).send_after == now
+
+
+def test_local_time_schedule(brand_a, setup):
+    contact_list, people, email, _sms, offer = setup
+    Contact.objects.filter(pk=people[0].pk).update(time_zone="America/New_York")
+    spring = campaign(brand_a, contact_list, [(email, offer)], schedule_kind="local_time", local_time=dt.time(9))
+    now = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    plan_send(Send.objects.create(campaign=spring, occurrence="once"), now=now)
+    assert Message.objects.get(contact=people[0]).send_after == dt.datetime(2026, 7, 1, 13, 0, tzinfo=dt.UTC)
+    assert Message.objects.get(contact=people[1]).send_after == dt.datetime(2026, 7, 2, 9, 0, tzinfo=dt.UTC)
+
+
+def test_state_machine_refuses_illegal_transitions_and_records_each(brand_a, setup, django_capture_on_commit_callbacks):
+    contact_list, _people, email, _sms, offer = setup
+    spring = campaign(brand_a, contact_list, [(email, offer)])
+    with pytest.raises(services.IllegalTransition, match="draft campaign cannot become paused"):
+        services.pause(spring, "tester")
+    with django_capture_on_commit_callbacks(execute=False):
+        services.launch(spring, "tester")
+    assert spring.status == "running" and Message.objects.filter(campaign=spring).count() == 20
+    services.pause(spring, "tester")
+    services.resume(spring, "tester")
+    cancelled = services.cancel(spring, "tester")
+    assert cancelled == 20 and set(Message.objects.values_list("status", flat=True)) == {"cancelled"}
+    with pytest.raises(services.IllegalTransition, match="final"):
+        services.resume(spring, "tester")
+    history = list(CampaignTransition.objects.filter(campaign=spring).values_list("from_status", "to_status", "actor"))
+    assert history == [
+        ("draft", "running", "tester"),
+        ("running", "paused", "tester"),
+        ("paused", "running", "tester"),
+        ("running", "cancelled", "tester"),
+    ]
+
+
+def test_dry_run_eta_for_a_whatsapp_quota(brand_a):
+    contact_list, _ = contacts(brand_a, 1000, consent=("whatsapp",))
+    whatsapp = account(brand_a, "whatsapp", daily_quota=25, quota_window="rolling_24h", rate_per_second=10)
+    spring = campaign(brand_a, contact_list, [(whatsapp, template(brand_a))])
+    assert dry_run(spring)["eta_days"] == 40

@@ -1,0 +1,179 @@
+"""Sending scenarios in-process against the sandbox: quotas day by day, priorities, STOP, injected errors.
+
+The dispatcher and sender are the production ones; only the hand-over from dispatcher to sender is
+a direct call instead of a Celery task (the real-worker scenarios are in test_e2e.py), so the clock
+can be moved day by day.
+"""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from audiences.models import Consent
+from audiences.services import consent_set_by_address, suppression_add
+from campaigns import dispatcher, sender, services
+from campaigns.models import Message
+from campaigns.planner import dry_run
+from campaigns.tests.factories import account, campaign, contacts, template
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _send_inline(channel, ids):
+    sender.send_batch(ids)
+
+
+def _launch(spring):
+    services.launch(spring, "test")
+    spring.refresh_from_db()
+    return spring
+
+
+def _open(campaign_obj) -> int:
+    return Message.objects.filter(campaign=campaign_obj, status__in=["pending", "queued", "sending"]).count()
+
+
+def test_whatsapp_quota_of_250_a_day_takes_40_days_exactly_250_each_day_none_twice(brand_a, sandbox):
+    contact_list, _ = contacts(brand_a, 10_000, consent=("whatsapp",))
+    whatsapp = account(brand_a, "whatsapp", base_url=sandbox.url, daily_quota=250, quota_window="rolling_24h",
+                       rate_per_second=1000)  # fmt: skip
+    spring = campaign(brand_a, contact_list, [(whatsapp, template(brand_a))])
+    assert dry_run(spring)["eta_days"] == 40
+    _launch(spring)
+    start = timezone.now()
+    per_day = []
+    for day in range(45):
+        now = start + dt.timedelta(days=day, seconds=day)
+        before = len(sandbox.requests)
+        for _ in range(3):  # several ticks a day: the quota, not the tick, is the limit
+            dispatcher.dispatch(now=now + dt.timedelta(minutes=_), enqueue=_send_inline)
+        per_day.append(len(sandbox.requests) - before)
+        if not _open(spring):
+            break
+    assert per_day == [250] * 40
+    assert sandbox.counts and max(sandbox.counts.values()) == 1
+    assert Message.objects.filter(campaign=spring, status="sent").count() == 10_000
+    assert services.complete_if_done(spring)
+
+
+def test_two_campaigns_share_an_account_quota_by_priority(brand_a, sandbox):
+    list_a, _ = contacts(brand_a, 300, consent=("whatsapp",), list_name="A")
+    list_b, _ = contacts(brand_a, 300, consent=("whatsapp",), list_name="B", start=300)
+    whatsapp = account(brand_a, "whatsapp", base_url=sandbox.url, daily_quota=250, quota_window="rolling_24h")
+    offer = template(brand_a)
+    high = _launch(campaign(brand_a, list_a, [(whatsapp, offer)], name="High", priority=8))
+    low = _launch(campaign(brand_a, list_b, [(whatsapp, offer)], name="Low", priority=3))
+    start = timezone.now()
+    sent = []
+    for day in range(3):
+        now = start + dt.timedelta(days=day, seconds=day)
+        dispatcher.dispatch(now=now, enqueue=_send_inline)
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=5), enqueue=_send_inline)
+        sent.append(
+            (
+                Message.objects.filter(campaign=high, status="sent").count(),
+                Message.objects.filter(campaign=low, status="sent").count(),
+            )
+        )
+    assert sent == [(250, 0), (300, 200), (300, 300)]
+
+
+def test_stop_arriving_mid_campaign_stops_that_contact_on_that_channel(brand_a, sandbox):
+    contact_list, people = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    now = timezone.now()
+    dispatcher.dispatch(now=now, enqueue=_send_inline)  # 10 go out in the first second
+    assert len(sandbox.requests) == 10
+    stopper = next(p for p in people if p.phone not in sandbox.counts)
+    # What the inbound STOP handler does (channels.webhooks): suppression + consent, at once.
+    suppression_add(brand_a, "sms", stopper.phone, "stop", "keyword STOP")
+    consent_set_by_address(brand_a, "sms", stopper.phone, "unsubscribed", "keyword STOP")
+    # A message already claimed for the STOP-per when it arrived is refused at send time, too.
+    Message.objects.filter(contact=stopper).update(status="queued")
+    sender.send_batch(list(Message.objects.filter(contact=stopper).values_list("id", flat=True)))
+    for second in range(1, 5):
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=_send_inline)
+    assert stopper.phone not in sandbox.counts
+    assert len(sandbox.requests) == 29
+    stopped = Message.objects.get(contact=stopper)
+    assert (stopped.status, stopped.skip_reason) == ("skipped", "suppressed")
+    assert Consent.objects.get(contact=stopper, channel="sms").status == "unsubscribed"
+
+
+def test_injected_429_and_5xx_everything_delivered_never_above_the_rate(brand_a, sandbox, settings):
+    settings.SEND_MAX_ATTEMPTS = 10
+    sandbox.configure(rate_429=0.1, rate_5xx=0.1, retry_after=1)
+    contact_list, _ = contacts(brand_a, 200, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=20)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    clock = timezone.now()
+    for _ in range(200):  # fake seconds; backoff (up to a few minutes) passes on this clock
+        Message.objects.filter(campaign=spring, status="pending", send_after__gt=clock).exists()
+        queued = dispatcher.dispatch(now=clock, enqueue=_send_inline)
+        assert queued <= 20, "more than the account's rate claimed in one second"
+        if not _open(spring):
+            break
+        clock += dt.timedelta(seconds=1)
+        # Retries are due on the real clock (the sender's backoff): let them be due on ours.
+        Message.objects.filter(campaign=spring, status="pending", send_after__gt=clock).update(send_after=clock)
+    statuses = set(Message.objects.filter(campaign=spring).values_list("status", flat=True))
+    assert statuses == {"sent"}
+    assert len(sandbox.counts) == 200 and max(sandbox.counts.values()) == 1
+    assert Message.objects.filter(campaign=spring, attempts__gt=1).exists()  # retries did happen
+
+
+def test_permanent_failure_fails_over_to_the_next_channel(brand_a, sandbox):
+    contact_list, people = contacts(brand_a, 3, consent=("sms", "email"))
+    people[0].phone = "+14155550000"  # the sandbox's invalid number rule
+    people[0].save()
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    email = account(brand_a, "email", base_url=sandbox.url)
+    offer = template(brand_a)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    now = timezone.now()
+    for second in range(3):
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=_send_inline)
+    failed = Message.objects.get(contact=people[0], channel="sms")
+    assert (failed.status, failed.error_code) == ("failed", "21211")
+    assert Message.objects.get(contact=people[0], channel="email").status == "sent"
+    assert sandbox.counts[people[0].email] == 1 and people[1].email not in sandbox.counts
+    assert services.complete_if_done(spring)
+
+
+def test_pause_stops_claims_and_cancel_cancels_the_rest(brand_a, sandbox):
+    contact_list, _ = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    now = timezone.now()
+    dispatcher.dispatch(now=now, enqueue=_send_inline)
+    services.pause(spring, "test")
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=2), enqueue=_send_inline)
+    assert len(sandbox.requests) == 10
+    services.resume(spring, "test")
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=4), enqueue=_send_inline)
+    assert len(sandbox.requests) == 20
+    assert services.cancel(spring, "test") == 10
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=6), enqueue=_send_inline)
+    assert len(sandbox.requests) == 20
+    progress = services.progress(spring)
+    assert progress["by_status"] == {"sent": 20, "cancelled": 10} and progress["percent"] == 100.0
+
+
+def test_transactional_api_is_idempotent_and_respects_unsubscribe(brand_a, sandbox, key_client):
+    _, people = contacts(brand_a, 2, consent=())
+    email = account(brand_a, "email", base_url=sandbox.url)
+    receipt = template(brand_a, name="Receipt", purpose="transactional")
+    body = {"contact": people[0].pk, "template": receipt.pk, "account": email.pk, "context": {"order": "A-17"}}
+    first = key_client.post("/api/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="order-A-17")
+    again = key_client.post("/api/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="order-A-17")
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert key_client.post("/api/messages/", body, format="json").status_code == 400  # no key
+    dispatcher.dispatch(enqueue=_send_inline)
+    assert sandbox.counts[people[0].email] == 1
+    consent_set_by_address(brand_a, "email", people[1].email, "unsubscribed", "test")
+    refused = key_client.post("/api/messages/", {**body, "contact": people[1].pk}, format="json",
+                              HTTP_IDEMPOTENCY_KEY="order-A-18")  # fmt: skip
+    assert refused.status_code == 409 and "unsubscribed" in refused.json()["error"]["message"]
