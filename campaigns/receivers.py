@@ -4,7 +4,7 @@ Statuses only move forward (sent → delivered/read; a bounce or failure after t
 failed), so a repeated or late event cannot undo a later one.
 """
 
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -42,11 +42,12 @@ def message_status(sender, event, **kwargs):
     if status == S.FAILED:
         changes["error_code"] = (event.code or event.event_type)[:40]
         changes["error_message"] = (event.description or event.event_type)[:500]
-    query = _messages(event).filter(status__in=before)
     if event.provider_message_id:
         # A worker that died mid-call never stored the provider's id: the callback brings it.
-        query.filter(Q(provider_message_id="")).update(provider_message_id=event.provider_message_id[:100])
-    query.update(**changes)
+        changes["provider_message_id"] = Case(
+            When(provider_message_id="", then=Value(event.provider_message_id[:100])), default=F("provider_message_id")
+        )
+    _messages(event).filter(status__in=before).update(**changes)
 
 
 # -- engagement conditions for segments ("opened any campaign in the last 90 days") -----------------------

@@ -16,7 +16,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -73,7 +73,11 @@ def _headers(request) -> dict:
 
 
 def _handle(request, provider: str, kind: str, account_id: int, providers: tuple, process):
-    """Shared shape of every endpoint: find the account, run ``process``, log, answer."""
+    """Shared shape of every endpoint: find the account, run ``process``, log, answer.
+
+    An accepted request is one transaction (its events, what they change, its log line): one commit,
+    so one WAL flush, per callback, and a crash leaves either all of it or none (the provider retries).
+    """
     body = request.body.decode("utf-8", errors="replace")
     entry = WebhookLog(provider=provider, kind=kind, path=request.get_full_path()[:300], headers=_headers(request),
                        body=body[:100_000])  # fmt: skip
@@ -82,9 +86,10 @@ def _handle(request, provider: str, kind: str, account_id: int, providers: tuple
         if account is None:
             raise Rejected(WebhookLog.Verdict.UNKNOWN_ACCOUNT, "no such account for this provider", 404)
         entry.account, entry.brand = account, account.brand
-        events, verdict, answer = process(request, account, body)
-        entry.verdict, entry.events = verdict, events
-        entry.save()
+        with transaction.atomic():
+            events, verdict, answer = process(request, account, body)
+            entry.verdict, entry.events = verdict, events
+            entry.save()
         return answer or HttpResponse(status=200)
     except Rejected as exc:
         entry.verdict, entry.detail = exc.verdict, exc.detail[:300]
@@ -96,44 +101,57 @@ def _handle(request, provider: str, kind: str, account_id: int, providers: tuple
 
 
 # -- recording events ---------------------------------------------------------------------------------------
+_EVENT_COLUMNS = (
+    "account_id", "brand_id", "provider", "channel", "event_type", "provider_event_id", "provider_message_id",
+    "message_id", "address", "code", "description", "url", "occurred_at", "received_at",
+)  # fmt: skip
+
+
+def _insert_new(account: ChannelAccount, events: list[DeliveryEvent]) -> set[str]:
+    """Insert the events, skipping ids already stored; returns the ids this call inserted.
+
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (PostgreSQL and SQLite alike) decides in the
+    database, so two deliveries of one event racing each other are acted on exactly once.
+    """
+    now = timezone.now()
+    rows, seen = [], set()
+    for e in events:
+        event_id = e.provider_event_id[:120]
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        rows.append((
+            account.pk, account.brand_id, account.provider, account.channel, e.event_type, event_id,
+            (e.provider_message_id or "")[:120], (e.message_id or "")[:40], (e.address or "")[:254],
+            (e.code or "")[:40], e.description[:300], (e.url or "")[:500], e.timestamp or now, now,
+        ))  # fmt: skip
+    table = connection.ops.quote_name(ProviderEvent._meta.db_table)
+    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            # Only our own constant names and placeholders are formatted in; the values are parameters.
+            sql = (
+                f"INSERT INTO {table} ({', '.join(_EVENT_COLUMNS)}) VALUES {', '.join([row_sql] * len(chunk))} "  # noqa: S608
+                "ON CONFLICT (provider, provider_event_id) DO NOTHING RETURNING provider_event_id"
+            )
+            cursor.execute(sql, [value for row in chunk for value in row])
+            inserted.update(row[0] for row in cursor.fetchall())
+    return inserted
+
+
 def record(account: ChannelAccount, events: list[DeliveryEvent]) -> list[DeliveryEvent]:
     """Store the events not seen before and announce them; returns the new ones."""
     if not events:
         return []
-    ids = [e.provider_event_id for e in events]
-    seen = set(
-        ProviderEvent.objects.filter(provider=account.provider, provider_event_id__in=ids).values_list(
-            "provider_event_id", flat=True
-        )
-    )
-    fresh, batch_ids = [], set()
-    for event in events:
-        if event.provider_event_id in seen or event.provider_event_id in batch_ids:
-            continue
-        batch_ids.add(event.provider_event_id)
-        fresh.append(event)
-    with transaction.atomic():
-        ProviderEvent.objects.bulk_create(
-            [
-                ProviderEvent(
-                    account=account,
-                    brand_id=account.brand_id,
-                    provider=account.provider,
-                    channel=account.channel,
-                    event_type=e.event_type,
-                    provider_event_id=e.provider_event_id[:120],
-                    provider_message_id=(e.provider_message_id or "")[:120],
-                    message_id=(e.message_id or "")[:40],
-                    address=(e.address or "")[:254],
-                    code=(e.code or "")[:40],
-                    description=e.description[:300],
-                    url=(e.url or "")[:500],
-                    occurred_at=e.timestamp or timezone.now(),
-                )
-                for e in fresh
-            ],
-            ignore_conflicts=True,
-        )
+    with transaction.atomic(savepoint=False):  # inside the request's transaction: no savepoint round trips
+        inserted = _insert_new(account, events)
+        fresh = []
+        for event in events:
+            if event.provider_event_id[:120] in inserted:
+                inserted.discard(event.provider_event_id[:120])
+                fresh.append(event)
         for event in fresh:
             _act(account, event)
             delivery_event.send(sender=account.provider, event=event)

@@ -175,3 +175,33 @@ def test_sandbox_callbacks_reach_the_hub_signed_and_deliver_the_message(live_ser
     assert message.status == "delivered"
     assert sandbox.callback_failures == 0
     assert set(ProviderEvent.objects.values_list("event_type", flat=True)) == {"sent", "delivered"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_event_delivered_concurrently_is_acted_on_once(sms, message):
+    """Providers retry while the first delivery is still in flight: the database decides, not a prior read."""
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    path = f"/webhooks/twilio/{sms.pk}/status/?m={message.pk}"
+    params = {"MessageSid": "SM7", "MessageStatus": "delivered", "To": "+14155550123"}
+    start, answers = threading.Barrier(4), []
+
+    def deliver():
+        try:
+            start.wait()
+            answers.append(twilio_post(Client(), path, params).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 4
+    verdicts = sorted(WebhookLog.objects.values_list("verdict", flat=True))
+    assert verdicts == ["accepted", "duplicate", "duplicate", "duplicate"]
+    assert ProviderEvent.objects.count() == 1
