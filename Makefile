@@ -56,7 +56,8 @@ pytest: install
 test: services install lint migrations-check pytest
 
 bench: services install
-	@echo "See bench/README.md for each benchmark's command."
+	@echo "Benchmarks (each script's docstring says what it measures; figures in docs/benchmarks.md):"
+	@grep -hE '^[^|#]*python bench/[a-z_]+\.py' docs/benchmarks.md | sed 's/^ */  /' | sort -u || true
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache artifacts
