@@ -2,7 +2,7 @@
 
 import csv
 import io
-import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from audiences.models import Contact, ContactImport, ContactList
 from audiences.resources import ContactResource
 
 ROOT = Path(__file__).resolve().parents[2]
+
 CSV = b"E-Mail;Mobile;Vorname;Tier\nann@example.com;0151 2345 6789;Ann;gold\nbroken;;Bo;silver\n"
 
 
@@ -75,47 +76,25 @@ def test_other_brands_imports_are_404(client, marketer_a, brand_b):
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_runs_the_import(brand, tmp_path):
+def test_a_real_worker_runs_the_import(brand, tmp_path, clean_broker):
     record = ContactImport(brand=brand, original_name="w.csv")
     record.file.save("w.csv", io.BytesIO(CSV), save=True)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "marketing_hub",
-            "worker",
-            "-Q",
-            "default",
-            "-P",
-            "solo",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": _test_database_url()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    from django.db import connection
+
+    from marketing_hub import processes
+
+    env = processes.environment(DATABASE_URL=processes.database_url(connection.settings_dict))
+    worker = processes.start_worker(env, "import")
     try:
         from audiences.tasks import import_contacts
 
         result = import_contacts.delay(record.pk)
         assert result.get(timeout=60) == "1 created, 0 updated, 0 unchanged, 1 rejected"
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        processes.kill(worker, signal.SIGTERM)
     record.refresh_from_db()
     assert record.status == "done" and record.error_report
     assert Contact.objects.get().phone == "+4915123456789"
-
-
-def _test_database_url() -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
 def test_command_summary_and_exit_codes(brand, tmp_path, capsys):
