@@ -8,6 +8,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.dispatch import receiver
 from django.utils import timezone
 
+from audiences.services import contact_erased, contact_export_requested
 from channels.events import EventType, delivery_event
 
 from .models import Message, MessageStatus
@@ -102,3 +103,51 @@ def register_engagement_conditions() -> None:
     register("engagement.opened", ops, _engagement(("opened", "clicked")), "opened any message")
     register("engagement.clicked", ops, _engagement(("clicked",)), "clicked any message")
     register("engagement.sent", ops, _sent, "was sent a marketing message")
+
+
+# -- GDPR: a contact's messages and provider events belong to their export, and go with their erasure ---------
+def _contact_events(contact):
+    from channels.models import ProviderEvent
+
+    message_ids = [str(pk) for pk in contact.messages.values_list("pk", flat=True)]
+    addresses = [a for a in {contact.email, contact.phone, contact.whatsapp, contact.telegram_chat_id} if a]
+    return ProviderEvent.objects.filter(brand_id=contact.brand_id).filter(
+        Q(message_id__in=message_ids) | Q(address__in=addresses)
+    )
+
+
+@receiver(contact_export_requested, dispatch_uid="campaigns.gdpr_export")
+def export_messages(sender, contact, **kwargs):
+    def iso(moment):
+        return moment.isoformat() if moment else None
+
+    messages = [
+        {"id": m.pk, "campaign": m.campaign.name if m.campaign else None, "channel": m.channel, "status": m.status,
+         "skip_reason": m.skip_reason, "address": m.address, "error_code": m.error_code,
+         "created_at": iso(m.created_at), "sent_at": iso(m.sent_at), "delivered_at": iso(m.delivered_at)}
+        for m in contact.messages.select_related("campaign").order_by("id")
+    ]  # fmt: skip
+    events = [
+        {"type": e.event_type, "channel": e.channel, "provider": e.provider, "message_id": e.message_id or None,
+         "address": e.address, "url": e.url, "occurred_at": iso(e.occurred_at)}
+        for e in _contact_events(contact).order_by("occurred_at", "id")
+    ]  # fmt: skip
+    return {"messages": messages, "events": events}
+
+
+@receiver(contact_erased, dispatch_uid="campaigns.gdpr_erase")
+def erase_messages(sender, contact, **kwargs):
+    """Keep the rows (statuses and costs still add up), drop what identifies the person."""
+    from urllib.parse import quote_plus
+
+    from channels.models import WebhookLog
+
+    addresses = [a for a in {contact.email, contact.phone, contact.whatsapp, contact.telegram_chat_id} if a]
+    _contact_events(contact).update(address="", url="")
+    contact.messages.update(address="", context={})
+    # The raw webhook log holds addresses in request bodies (form-encoded or JSON): those lines go too.
+    logged = Q()
+    for address in addresses:
+        logged |= Q(body__contains=address) | Q(body__contains=quote_plus(address))
+    if logged:
+        WebhookLog.objects.filter(brand_id=contact.brand_id).filter(logged).update(body="[erased]", headers={})
