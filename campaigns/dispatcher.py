@@ -9,6 +9,7 @@ A campaign larger than a day's quota simply stays pending until the quota frees 
 
 import datetime as dt
 import logging
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -32,7 +33,7 @@ def _due(now: dt.datetime):
 
 
 def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
-    """Running campaigns with a daily cap or budget: how many more they may claim now (0 = none)."""
+    """Running campaigns with a daily cap or a budget: how many more they may claim now (0 = none)."""
     allowance: dict[int, int] = {}
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for campaign in Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
@@ -49,14 +50,35 @@ def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
             )
             left = min(left, max(campaign.daily_cap - claimed_today, 0))
         if campaign.budget_cap is not None:
-            spent = Message.objects.filter(campaign=campaign).aggregate(s=Sum("cost"))["s"] or 0
-            if spent >= campaign.budget_cap:
-                Message.objects.filter(campaign=campaign, status=MessageStatus.PENDING).update(
-                    status=MessageStatus.SKIPPED, skip_reason=SkipReason.BUDGET, updated_at=now
-                )
-                left = 0
+            left = min(left, _budget_allowance(campaign, now))
         allowance[campaign.pk] = left
     return allowance
+
+
+def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:
+    """How many more messages fit the budget, counting those already claimed but not yet costed.
+
+    A message's cost is known once sent (SMS: per segment); until then each is reckoned at the most
+    expensive of the campaign's accounts, so the cap is never overshot by a claim in flight. When
+    nothing more fits and nothing is in flight, the rest is skipped as 'budget'.
+    """
+    per_message = max(
+        [Decimal(c.account.cost_per_message or 0) for c in campaign.channels.select_related("account")],
+        default=Decimal(0),
+    )
+    messages = Message.objects.filter(campaign=campaign)
+    spent = messages.aggregate(s=Sum("cost"))["s"] or Decimal(0)
+    in_flight = messages.filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING]).count()
+    room = Decimal(campaign.budget_cap) - spent - in_flight * per_message
+    if per_message > 0:
+        left = max(int(room // per_message), 0)
+    else:
+        left = CLAIM_CHUNK * 1000 if room > 0 else 0
+    if left == 0 and in_flight == 0:
+        messages.filter(status=MessageStatus.PENDING).update(
+            status=MessageStatus.SKIPPED, skip_reason=SkipReason.BUDGET, updated_at=now
+        )
+    return left
 
 
 def dispatch(now: dt.datetime | None = None, enqueue=None) -> int:

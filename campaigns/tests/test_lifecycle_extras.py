@@ -108,3 +108,32 @@ def test_daily_cap_limits_claims_per_day(brand_a, base, django_capture_on_commit
         dispatcher.dispatch(now=now + dt.timedelta(days=1), enqueue=lambda channel, ids: claimed.extend(ids))
     assert len(claimed) == 30
     assert Contact.objects.count() == 40
+
+
+def test_budget_cap_is_never_overshot_and_the_rest_is_skipped(brand_a, base, django_capture_on_commit_callbacks):
+    from decimal import Decimal
+
+    from campaigns import dispatcher
+
+    contact_list, _, email, offer = base
+    email.cost_per_message = Decimal("0.01")
+    email.save()
+    budgeted = campaign(brand_a, contact_list, [(email, offer)], budget_cap=Decimal("0.105"))
+    with django_capture_on_commit_callbacks(execute=False):
+        services.launch(budgeted, "test")
+    now = timezone.now()
+    claimed: list[int] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        dispatcher.dispatch(now=now, enqueue=lambda channel, ids: claimed.extend(ids))
+    assert len(claimed) == 10  # in flight, not yet costed: reckoned at the account's price
+    with django_capture_on_commit_callbacks(execute=True):
+        dispatcher.dispatch(now=now, enqueue=lambda channel, ids: claimed.extend(ids))
+    assert len(claimed) == 10  # nothing more fits while those are in flight
+    Message.objects.filter(pk__in=claimed).update(status="sent", sent_at=now, cost=Decimal("0.01"))
+    with django_capture_on_commit_callbacks(execute=True):
+        dispatcher.dispatch(now=now, enqueue=lambda channel, ids: claimed.extend(ids))
+    assert len(claimed) == 10
+    statuses = Message.objects.filter(campaign=budgeted).values_list("status", "skip_reason")
+    assert sorted(set(statuses)) == [("sent", ""), ("skipped", "budget")]
+    assert Message.objects.filter(campaign=budgeted, skip_reason="budget").count() == 30
+    assert services.complete_if_done(budgeted)
