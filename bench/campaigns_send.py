@@ -51,6 +51,24 @@ def load() -> str:
     return f"load {one} {five} {fifteen}"
 
 
+def postgres_cpu_seconds() -> float:
+    """utime + stime of the PostgreSQL backends serving the bench database (its share of the server)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME])
+        pids = [row[0] for row in cursor.fetchall()]
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
 def group_cpu_seconds(pgids: list[int]) -> float:
     """utime + stime of every live process in these process groups (a worker and its pool children)."""
     total = 0
@@ -128,20 +146,26 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
 
     sandbox_call(sandbox_url, "/_sandbox/reset", {})
     created = campaign(brand, contact_list, [(acc, tpl)], name=f"bench {acc.channel} {time.time()}")
-    cpu_before = group_cpu_seconds(hub.pgids())
+    cpu_before, pg_before = group_cpu_seconds(hub.pgids()), postgres_cpu_seconds()
     started = time.perf_counter()
     services.launch(created, "bench")
     planned = time.perf_counter() - started
-    open_left, first_sent_at = expected, None
+    open_left, first_sent_at, samples = expected, None, []
     while time.perf_counter() - started < timeout:
         time.sleep(0.2)
         open_left = Message.objects.filter(campaign=created, status__in=OPEN).count()
+        samples.append((time.perf_counter() - started, expected - open_left))
         if first_sent_at is None and open_left < expected:
             first_sent_at = time.perf_counter() - started
         if open_left == 0:
             break
     seconds = time.perf_counter() - started
     cpu = group_cpu_seconds(hub.pgids()) - cpu_before
+    pg_cpu = postgres_cpu_seconds() - pg_before
+    # The steady rate: from 10 % to 90 % done (no planning, no start-up, no tail).
+    low = next((s for s in samples if s[1] >= 0.1 * expected), samples[0])
+    high = next((s for s in samples if s[1] >= 0.9 * expected), samples[-1])
+    steady = (high[1] - low[1]) / (high[0] - low[0]) if high[0] > low[0] else 0.0
     statuses: dict[str, int] = {}
     for status in Message.objects.filter(campaign=created).values_list("status", flat=True):
         statuses[status] = statuses.get(status, 0) + 1
@@ -149,7 +173,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
     return {
         "seconds": seconds, "planned": planned, "first_sent": first_sent_at, "open_left": open_left,
         "statuses": statuses, "received": counts["total"], "addresses": counts["addresses"],
-        "duplicates": len(counts["duplicates"]), "cpu": cpu, "load": load(),
+        "duplicates": len(counts["duplicates"]), "cpu": cpu, "pg_cpu": pg_cpu, "steady": steady, "load": load(),
     }  # fmt: skip
 
 
@@ -191,8 +215,9 @@ def report(label: str, n: int, result: dict, goal: str, bare: float | None = Non
     ok = result["statuses"].get("sent", 0) == n and result["received"] == n and not result["duplicates"]
     line = (
         f"{label}: {n:,} msgs launch->all sent {result['seconds']:.1f} s = {rate:,.0f} msgs/s "
-        f"(planning {result['planned']:.1f} s, first sent at {result['first_sent'] or 0:.1f} s; "
-        f"worker+beat CPU {result['cpu']:.1f} s = {result['cpu'] / result['seconds']:.2f} cores)"
+        f"(planning {result['planned']:.1f} s, first sent at {result['first_sent'] or 0:.1f} s, "
+        f"steady 10-90 % {result['steady']:,.0f}/s; CPU s: worker+beat {result['cpu']:.1f}, "
+        f"postgres {result['pg_cpu']:.1f})"
     )
     if bare:
         line += f"; bare {bare_label} {bare:,.0f} msgs/s, ratio {rate / bare:.2f}"
@@ -284,24 +309,29 @@ def profile(brand, contact_list, acc, tpl, expected: int) -> None:
         services.launch(created, "bench")
     print(f"planned {expected:,} in {time.perf_counter() - started:.2f} s")
     batches: list[list[int]] = []
-    dispatch_s = send_s = 0.0
-    profiler = cProfile.Profile()
-    profiler.enable()
+    dispatch_s = send_s = 0.0  # CPU seconds of this process (the machine is shared: wall time is noisy)
+    dispatch_profile, send_profile = cProfile.Profile(), cProfile.Profile()
     while True:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
+        dispatch_profile.enable()
         queued = dispatcher.dispatch(enqueue=lambda _channel, ids: batches.append(ids))
-        dispatch_s += time.perf_counter() - t0
+        dispatch_profile.disable()
+        dispatch_s += time.process_time() - t0
         if not queued and not batches:
             break
-        t0 = time.perf_counter()
+        t0 = time.process_time()
+        send_profile.enable()
         while batches:
             sender.send_batch(batches.pop())
-        send_s += time.perf_counter() - t0
-    profiler.disable()
+        send_profile.disable()
+        send_s += time.process_time() - t0
     sent = Message.objects.filter(campaign=created, status="sent").count()
-    print(f"{sent:,} sent; dispatch {dispatch_s:.2f} s ({1000 * dispatch_s / expected:.3f} ms/msg), "
-          f"send {send_s:.2f} s ({1000 * send_s / expected:.3f} ms/msg) wall, single process; {load()}")  # fmt: skip
-    stats = pstats.Stats(profiler)
+    print(f"{sent:,} sent; CPU under cProfile: dispatch {dispatch_s:.2f} s ({1000 * dispatch_s / expected:.3f} ms/msg), "
+          f"send {send_s:.2f} s ({1000 * send_s / expected:.3f} ms/msg); {load()}")  # fmt: skip
+    print("== dispatcher ==")
+    pstats.Stats(dispatch_profile).sort_stats("cumulative").print_stats(20)
+    print("== sender ==")
+    stats = pstats.Stats(send_profile)
     stats.sort_stats("cumulative").print_stats(45)
     stats.sort_stats("tottime").print_stats(25)
 

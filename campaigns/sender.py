@@ -317,8 +317,10 @@ def _write_outcomes(messages: list[_Claimed], now) -> None:
             f"UPDATE {table} AS m SET {assignments}, {quote('updated_at')} = %s "  # noqa: S608
             f"FROM unnest(%s::bigint[], {arrays}) AS d(id, {columns}) WHERE m.id = d.id"
         )
+        # Every value is already what the driver takes (str, int, Decimal, aware datetime): on
+        # PostgreSQL get_db_prep_save returns these unchanged, at a cost of 10 calls a message.
         params = [now, [m.pk for m in messages]]
-        params += [[f.get_db_prep_save(getattr(m, f.attname), connection) for m in messages] for f in fields]
+        params += [[getattr(m, f.attname) for m in messages] for f in fields]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
         return
