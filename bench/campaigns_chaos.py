@@ -90,7 +90,9 @@ def main() -> None:
         brand = BrandFactory(slug="chaos", name="Chaos")
         workdir = Path(os.environ["VAR_DIR"]) / "chaos"
         print(f"{args.recipients:,} recipients, {args.kills} SIGKILLs, account rate {args.rate:g}/s; {load()}")
-        result = run_chaos(brand, sandbox, public_url, workdir, args.recipients, args.kills, args.rate, args.timeout)
+        result = run_chaos(
+            brand, sandbox, public_url, workdir, args.recipients, args.kills, args.rate, args.timeout, settle=0
+        )
         campaign_id = Campaign.objects.get(brand=brand).pk
         sending_done = time.monotonic()
         print(
