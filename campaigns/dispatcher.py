@@ -20,6 +20,7 @@ from channels.models import ChannelAccount
 from channels.providers import ADAPTERS
 
 from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
+from .sender import pk_in
 
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 1000  # upper bound per account per round
@@ -59,11 +60,12 @@ def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
     return allowance
 
 
-def dispatch(now: dt.datetime | None = None, enqueue=None) -> int:
+def dispatch(now: dt.datetime | None = None, enqueue=None, report: dict | None = None) -> int:
     """One round over every account with due messages. Returns how many messages were queued.
 
     ``enqueue(channel, ids)`` hands a batch to the sender (a Celery task by default); tests of the
-    day-by-day quota pass a function that sends in-process.
+    day-by-day quota pass a function that sends in-process. ``report["free_in"]`` is set when an
+    account had due messages but its rate window was full: the seconds until a slot frees.
     """
     now = now or timezone.now()
     enqueue = enqueue or _enqueue_task
@@ -73,13 +75,17 @@ def dispatch(now: dt.datetime | None = None, enqueue=None) -> int:
     accounts = ChannelAccount.objects.filter(is_active=True).filter(Exists(_due(now).filter(account=OuterRef("pk"))))
     total = 0
     for account in accounts:
-        total += _dispatch_account(account, now, allowance, enqueue)
+        total += _dispatch_account(account, now, allowance, enqueue, report)
     return total
 
 
-def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue) -> int:
+def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue, report) -> int:
     capacity = min(ratelimit.capacity(account, now=now), CLAIM_CHUNK)
     if capacity <= 0:
+        if report is not None:
+            free_in = ratelimit.rate_free_in(account)
+            if free_in is not None:  # the rate, not the quota, is what holds these messages back
+                report["free_in"] = min(report.get("free_in", free_in), free_in)
         return 0
     batches: list[list[int]] = []
     with transaction.atomic():
@@ -105,7 +111,7 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
                 seen.add(key)
         if not chosen:
             return 0
-        Message.objects.filter(pk__in=chosen).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
+        Message.objects.filter(pk_in(chosen)).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
         size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
         batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
         transaction.on_commit(lambda: [enqueue(account.channel, batch) for batch in batches])

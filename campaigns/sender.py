@@ -24,6 +24,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 
@@ -108,11 +110,21 @@ class _Claimed:
             setattr(self, name, value)
 
 
+def pk_in(ids: list[int]) -> Q:
+    """``Q(pk__in=ids)``, as ``id = ANY(array)`` on PostgreSQL: one parameter instead of a thousand
+    placeholders to compile, quote and parse (a tenth of a claim's CPU)."""
+    if connection.vendor != "postgresql":
+        return Q(pk__in=ids)
+    column = f"{connection.ops.quote_name(Message._meta.db_table)}.{connection.ops.quote_name('id')}"
+    # The identifier comes from the model's metadata; the ids are one parameter.
+    return Q(RawSQL(f"{column} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField()))  # noqa: S611
+
+
 def _claimed_rows(ids: list[int]) -> list[dict]:
     contact = {f"contact__{name}": name for name in CONTACT_FIELDS}
     names = ["id", "brand_id", "campaign_id", "contact_id", "variant_id", "variant__template_id", "channel",
              "step", "account_id", "template_id", "marketing", "address", "context", *OUTCOME_FIELDS]  # fmt: skip
-    rows = Message.objects.filter(pk__in=ids).order_by("id").values(*names, *contact)
+    rows = Message.objects.filter(pk_in(ids)).order_by("id").values(*names, *contact)
     claimed = []
     for row in rows:
         row["pk"] = row.pop("id")
