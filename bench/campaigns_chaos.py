@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaigns_send import load, prepare_environment, sandbox_call, start_sandbox  # noqa: E402
+from campaigns_send import group_cpu_seconds, load, prepare_environment, sandbox_call, start_sandbox  # noqa: E402
 
 
 def start_web(port: int) -> subprocess.Popen:
@@ -124,8 +124,10 @@ def main() -> None:
               f"sandbox received {counts['total']:,} for {counts['addresses']:,} addresses; "
               f"'sent'/'delivered' the provider never got: {len(claimed - received)}; received but unaccounted: "
               f"{len(unaccounted)}")  # fmt: skip
+        web_cpu = group_cpu_seconds([web.pid])
         print(f"callbacks posted {counts['callbacks_sent']:,}, failed {counts['callback_failures']:,}, "
-              f"pending {counts['callbacks_pending']}; {load()}")  # fmt: skip
+              f"pending {counts['callbacks_pending']}; hub web server CPU {web_cpu:.1f} s = "
+              f"{1000 * web_cpu / max(counts['callbacks_sent'], 1):.1f} ms a callback; {load()}")  # fmt: skip
     finally:
         kill(web)
         sandbox_process.terminate()
