@@ -73,6 +73,10 @@ class SandboxProcess:
     def counts(self) -> dict[str, int]:
         return self._call("/_sandbox/counts?full=1")["counts"]
 
+    def state(self) -> dict:
+        """Totals, duplicates and callbacks (sent, failed, pending), without the per-address counts."""
+        return self._call("/_sandbox/counts")
+
 
 @pytest.fixture
 def sandbox_process():

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from channels import ratelimit
@@ -21,6 +21,7 @@ from channels.models import ChannelAccount
 from channels.providers import ADAPTERS
 
 from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
+from .sender import pk_in
 
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 1000  # upper bound per account per round
@@ -81,35 +82,44 @@ def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:
     return left
 
 
-def dispatch(now: dt.datetime | None = None, enqueue=None) -> int:
+def dispatch(now: dt.datetime | None = None, enqueue=None, report: dict | None = None) -> int:
     """One round over every account with due messages. Returns how many messages were queued.
 
     ``enqueue(channel, ids)`` hands a batch to the sender (a Celery task by default); tests of the
-    day-by-day quota pass a function that sends in-process.
+    day-by-day quota pass a function that sends in-process. ``report["free_in"]`` is set when an
+    account had due messages but its rate window was full: the seconds until a slot frees.
     """
     now = now or timezone.now()
     enqueue = enqueue or _enqueue_task
     allowance = _campaign_allowance(now)
-    account_ids = set(_due(now).order_by().values_list("account_id", flat=True).distinct())
+    # Active accounts with a due message: one EXISTS per account stops at its first due row of the
+    # partial index, where DISTINCT over the due messages read every one of them, every round.
+    accounts = ChannelAccount.objects.filter(is_active=True).filter(Exists(_due(now).filter(account=OuterRef("pk"))))
     total = 0
-    for account in ChannelAccount.objects.filter(pk__in=account_ids - {None}, is_active=True):
-        total += _dispatch_account(account, now, allowance, enqueue)
+    for account in accounts:
+        total += _dispatch_account(account, now, allowance, enqueue, report)
     return total
 
 
-def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue) -> int:
+def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue, report) -> int:
     capacity = min(ratelimit.capacity(account, now=now), CLAIM_CHUNK)
     if capacity <= 0:
+        if report is not None:
+            free_in = ratelimit.rate_free_in(account)
+            if free_in is not None:  # the rate, not the quota, is what holds these messages back
+                report["free_in"] = min(report.get("free_in", free_in), free_in)
         return 0
     batches: list[list[int]] = []
     with transaction.atomic():
         blocked = [pk for pk, left in allowance.items() if left <= 0]
         due = _due(now).filter(account=account).exclude(campaign_id__in=blocked)
-        # Over-claim a little: a recipient already counted today costs no new quota.
+        # Over-claim a little when there is a quota: a recipient already counted today costs no new
+        # quota. Without one the rate alone decides, and capacity rows are what it can grant.
+        limit = capacity * 2 if account.daily_quota is not None else capacity
         rows = list(
             due.order_by("-priority", "id")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "address", "campaign_id")[: capacity * 2]
+            .values_list("id", "address", "campaign_id")[:limit]
         )
         rows = _within_allowance(rows, allowance)
         if not rows:
@@ -123,7 +133,7 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
                 seen.add(key)
         if not chosen:
             return 0
-        Message.objects.filter(pk__in=chosen).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
+        Message.objects.filter(pk_in(chosen)).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
         size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
         batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
         transaction.on_commit(lambda: [enqueue(account.channel, batch) for batch in batches])

@@ -6,8 +6,8 @@ from .models import TEMPLATE_FIELDS, MessageTemplate, TemplateContent, TemplateP
 from .templating import (
     brand_context,
     contact_context,
-    html_to_text,
     render,
+    text_part,
     with_sms_opt_out,
     wrap_email_html,
     wrap_email_text,
@@ -68,7 +68,7 @@ def render_message(
         if not (content.email_html or content.email_text):
             raise NoContentError(f"template {template.name!r} has no email content")
         body_html = field_value("email_html")
-        body_text = field_value("email_text") or html_to_text(body_html)
+        body_text = field_value("email_text") or text_part(content.email_html, context, body_html)
         if template.use_brand_layout:
             body_html = wrap_email_html(body_html, brand=brand, unsubscribe_url=unsubscribe_url) if body_html else ""
             body_text = wrap_email_text(body_text, brand=brand, unsubscribe_url=unsubscribe_url)

@@ -11,14 +11,23 @@ unless a provider callback settles them: they are never sent again blindly.
 """
 
 import datetime as dt
+import functools
+import hashlib
+import hmac
+import json
 import logging
 import random
+import time
+import zlib
 from decimal import Decimal
 
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django.utils.encoding import force_bytes
 
 from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Suppression
 from channels.exceptions import ProviderError, ProviderPermanentError, ProviderTransientError
@@ -26,9 +35,9 @@ from channels.models import ChannelAccount
 from channels.providers import OutboundMessage, get_adapter
 from channels.sms import sms_segments
 
-from .models import CampaignStatus, ChannelMode, Message, MessageStatus, MessageTemplate, SkipReason
+from .models import Campaign, CampaignStatus, ChannelMode, Message, MessageStatus, MessageTemplate, SkipReason
 from .rendering import NoContentError, render_message
-from .templating import TemplateError
+from .templating import CONTACT_FIELDS, TemplateError
 
 log = logging.getLogger(__name__)
 BASE_BACKOFF = 2.0  # seconds; doubled per attempt, with full jitter
@@ -41,41 +50,149 @@ def backoff(attempt: int, retry_after: float | None = None) -> float:
     return max(delay, retry_after or 0)
 
 
-def unsubscribe_token(message: Message) -> str:
-    return signing.dumps([message.pk, message.contact_id, message.channel], salt=UNSUBSCRIBE_SALT, compress=True)
+class _UnsubscribeSigner:
+    """Exactly ``signing.dumps(value, salt=UNSUBSCRIBE_SALT, compress=True)``, cheaper.
+
+    Django's signer derives its HMAC key (a SHA-256 of salt and secret) and builds a new HMAC on
+    every call; here the keyed HMAC is built once per secret and copied per token. Same token
+    format, same key, same timestamp: ``signing.loads`` in the unsubscribe view reads it unchanged.
+    """
+
+    def __init__(self, secret: str):
+        key = hashlib.sha256(force_bytes(UNSUBSCRIBE_SALT + "signer") + force_bytes(secret)).digest()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def dumps(self, value) -> str:
+        data = json.dumps(value, separators=(",", ":")).encode("latin-1")
+        compressed = zlib.compress(data)
+        if len(compressed) < len(data) - 1:
+            encoded = "." + signing.b64_encode(compressed).decode()
+        else:
+            encoded = signing.b64_encode(data).decode()
+        signed = f"{encoded}:{signing.b62_encode(int(time.time()))}"
+        mac = self._mac.copy()
+        mac.update(signed.encode())
+        return f"{signed}:{signing.b64_encode(mac.digest()).decode()}"
 
 
-def links_for(message: Message) -> dict[str, str]:
+@functools.lru_cache(maxsize=4)
+def _signer(secret: str) -> _UnsubscribeSigner:
+    return _UnsubscribeSigner(secret)
+
+
+def unsubscribe_token(message) -> str:
+    return _signer(settings.SECRET_KEY).dumps([message.pk, message.contact_id, message.channel])
+
+
+def links_for(message) -> dict[str, str]:
     token = unsubscribe_token(message)
     base = settings.PUBLIC_BASE_URL
     return {"unsubscribe_url": f"{base}/u/{token}/", "preferences_url": f"{base}/u/{token}/"}
 
 
-def _claim(ids: list[int]) -> list[Message]:
-    """queued → sending for the messages still queued; paused/cancelled campaigns let go."""
+OUTCOME_FIELDS = [
+    "status", "skip_reason", "attempts", "provider_message_id", "sent_at", "segments", "cost", "send_after",
+    "error_code", "error_message",
+]  # fmt: skip
+
+
+class _Claimed:
+    """One claimed message as plain values (no model instance): what rendering and outcomes need."""
+
+    __slots__ = (
+        "pk", "brand_id", "campaign_id", "contact_id", "variant_id", "variant_template_id", "channel", "step",
+        "account_id", "template_id", "marketing", "address", "context", "contact", "template",
+        *OUTCOME_FIELDS,
+    )  # fmt: skip
+
+    def __init__(self, row: dict):
+        for name, value in row.items():
+            setattr(self, name, value)
+
+
+def pk_in(ids: list[int]) -> Q:
+    """``Q(pk__in=ids)``, as ``id = ANY(array)`` on PostgreSQL: one parameter instead of a thousand
+    placeholders to compile, quote and parse (a tenth of a claim's CPU)."""
+    if connection.vendor != "postgresql":
+        return Q(pk__in=ids)
+    column = f"{connection.ops.quote_name(Message._meta.db_table)}.{connection.ops.quote_name('id')}"
+    # The identifier comes from the model's metadata; the ids are one parameter.
+    return Q(RawSQL(f"{column} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField()))  # noqa: S611
+
+
+def _claimed_rows(ids: list[int]) -> list[dict]:
+    contact = {f"contact__{name}": name for name in CONTACT_FIELDS}
+    names = ["id", "brand_id", "campaign_id", "contact_id", "variant_id", "variant__template_id", "channel",
+             "step", "account_id", "template_id", "marketing", "address", "context", *OUTCOME_FIELDS]  # fmt: skip
+    rows = Message.objects.filter(pk_in(ids)).order_by("id").values(*names, *contact)
+    claimed = []
+    for row in rows:
+        row["pk"] = row.pop("id")
+        row["variant_template_id"] = row.pop("variant__template_id")
+        row["contact"] = {short: row.pop(long) for long, short in contact.items()}
+        row["contact"]["id"] = row["contact_id"]
+        claimed.append(row)
+    return claimed
+
+
+def _claim(ids: list[int]) -> list[_Claimed]:
+    """queued → sending for the messages still queued; paused/cancelled campaigns let go.
+
+    The rows come back as plain values in the same round trip as their lock: building a model
+    instance per message (and per contact, campaign, variant) cost more than the provider call.
+    """
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        go = _claim_postgresql(ids, now)
+        return [_Claimed(row) for row in _claimed_rows(go)] if go else []
     with transaction.atomic():
         rows = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(pk__in=ids, status=MessageStatus.QUEUED)
-            .select_related("campaign")
+            .values_list("id", "campaign_id", "campaign__status")
         )
         go, back, cancelled = [], [], []
-        for message in rows:
-            status = message.campaign.status if message.campaign_id else CampaignStatus.RUNNING
+        for pk, campaign_id, campaign_status in rows:
+            status = campaign_status if campaign_id else CampaignStatus.RUNNING
             (
                 go if status == CampaignStatus.RUNNING else cancelled if status == CampaignStatus.CANCELLED else back
-            ).append(message.pk)
-        Message.objects.filter(pk__in=back).update(status=MessageStatus.PENDING, updated_at=now)
-        Message.objects.filter(pk__in=cancelled).update(status=MessageStatus.CANCELLED, updated_at=now)
-        Message.objects.filter(pk__in=go).update(status=MessageStatus.SENDING, updated_at=now)
-    return list(Message.objects.filter(pk__in=go).select_related("contact", "variant", "campaign"))
+            ).append(pk)
+        if back:
+            Message.objects.filter(pk__in=back).update(status=MessageStatus.PENDING, updated_at=now)
+        if cancelled:
+            Message.objects.filter(pk__in=cancelled).update(status=MessageStatus.CANCELLED, updated_at=now)
+        if go:
+            Message.objects.filter(pk__in=go).update(status=MessageStatus.SENDING, updated_at=now)
+    return [_Claimed(row) for row in _claimed_rows(go)] if go else []
 
 
-def _still_allowed(messages: list[Message]) -> dict[int, str]:
+def _claim_postgresql(ids: list[int], now) -> list[int]:
+    """``_claim`` in one statement: lock the still-queued rows (SKIP LOCKED), move each by its
+    campaign's status (running or none: sending; cancelled: cancelled; else back to pending)."""
+    quote = connection.ops.quote_name
+    table, campaigns = quote(Message._meta.db_table), quote(Campaign._meta.db_table)
+    status, updated_at, campaign_id = (
+        quote(Message._meta.get_field(n).column) for n in ("status", "updated_at", "campaign")
+    )
+    # Identifiers come from the model's metadata; every value is a parameter.
+    sql = (
+        f"UPDATE {table} AS m SET {status} = CASE WHEN picked.cs IS NULL OR picked.cs = %s THEN %s "  # noqa: S608
+        f"WHEN picked.cs = %s THEN %s ELSE %s END, {updated_at} = %s "
+        f"FROM (SELECT q.id, c.{status} AS cs FROM {table} q LEFT JOIN {campaigns} c ON c.id = q.{campaign_id} "
+        f"WHERE q.id = ANY(%s::bigint[]) AND q.{status} = %s FOR UPDATE OF q SKIP LOCKED) AS picked "
+        f"WHERE m.id = picked.id RETURNING m.id, m.{status}"
+    )
+    params = [CampaignStatus.RUNNING, MessageStatus.SENDING, CampaignStatus.CANCELLED, MessageStatus.CANCELLED,
+              MessageStatus.PENDING, now, list(ids), MessageStatus.QUEUED]  # fmt: skip
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return sorted(pk for pk, moved_to in cursor.fetchall() if moved_to == MessageStatus.SENDING)
+
+
+def _still_allowed(messages: list[_Claimed]) -> dict[int, str]:
     """Consent or suppression that changed since planning (a STOP mid-campaign): id -> reason."""
     refused: dict[int, str] = {}
-    by_channel: dict[str, list[Message]] = {}
+    by_channel: dict[str, list[_Claimed]] = {}
     for message in messages:
         by_channel.setdefault(message.channel, []).append(message)
     for channel, group in by_channel.items():
@@ -102,19 +219,18 @@ def _still_allowed(messages: list[Message]) -> dict[int, str]:
     return refused
 
 
-def _outbound(message: Message, account: ChannelAccount) -> OutboundMessage:
-    template = message.variant.template if message.variant_id and message.variant.template_id else message.template
+def _outbound(message: _Claimed, account: ChannelAccount, config) -> OutboundMessage:
+    template = message.template
     contact = message.contact
     links = {**(message.context or {}), **links_for(message)}
     if message.channel == "webhook":
         payload = {
             "message_id": message.pk,
             "campaign": message.campaign_id,
-            "contact": {"id": contact.pk, "external_id": contact.external_id, "email": contact.email},
+            "contact": {"id": contact["id"], "external_id": contact["external_id"], "email": contact["email"]},
             "context": message.context,
         }
-        return OutboundMessage(message_id=str(message.pk), to=account.provider_config().credentials.get("url", ""),
-                               payload=payload)  # fmt: skip
+        return OutboundMessage(message_id=str(message.pk), to=config.credentials.get("url", ""), payload=payload)
     rendered = render_message(template=template, channel=message.channel, contact=contact, links=links)
     headers = {}
     if message.channel == "email" and message.marketing:
@@ -145,7 +261,8 @@ def send_batch(ids: list[int]) -> dict[str, int]:
     refused = _still_allowed(messages)
     outcome = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0}
     accounts = {a.pk: a for a in ChannelAccount.objects.filter(pk__in={m.account_id for m in messages})}
-    template_ids = {m.template_id for m in messages} | {m.variant.template_id for m in messages if m.variant_id}
+    configs: dict[int, object] = {}
+    template_ids = {m.template_id for m in messages} | {m.variant_template_id for m in messages if m.variant_id}
     templates = {
         t.pk: t
         for t in MessageTemplate.objects.filter(pk__in=template_ids - {None})
@@ -153,11 +270,10 @@ def send_batch(ids: list[int]) -> dict[str, int]:
         .prefetch_related("contents")
     }
     for message in messages:  # one shared, prefetched template object per template: no query per message
-        message.template = templates.get(message.template_id)
-        if message.variant_id and message.variant.template_id:
-            message.variant.template = templates[message.variant.template_id]
-    updates: list[Message] = []
-    batch: list[tuple[Message, OutboundMessage]] = []
+        chosen = message.variant_template_id if message.variant_id and message.variant_template_id else None
+        message.template = templates.get(chosen or message.template_id)
+    updates: list[_Claimed] = []
+    batch: list[tuple[_Claimed, OutboundMessage]] = []
     for message in messages:
         message.attempts += 1
         if message.pk in refused:
@@ -166,16 +282,20 @@ def send_batch(ids: list[int]) -> dict[str, int]:
             updates.append(message)
             continue
         try:
-            batch.append((message, _outbound(message, accounts[message.account_id])))
+            account = accounts[message.account_id]
+            if account.pk not in configs and message.channel == "webhook":
+                configs[account.pk] = account.provider_config()
+            batch.append((message, _outbound(message, account, configs.get(account.pk))))
         except (NoContentError, TemplateError, KeyError) as exc:
             message.status, message.error_code = MessageStatus.FAILED, "render_error"
             message.error_message = str(exc)[:500]
             outcome["failed"] += 1
             updates.append(message)
-    failovers: list[Message] = []
+    failovers: list[_Claimed] = []
     if batch:
         account = accounts[batch[0][0].account_id]
         results = _call_provider(account, [outbound for _, outbound in batch])
+        per = Decimal(account.cost_per_message or 0)
         for (message, outbound), result in zip(batch, results, strict=True):
             if result.accepted:
                 message.status = MessageStatus.SENT
@@ -184,7 +304,6 @@ def send_batch(ids: list[int]) -> dict[str, int]:
                 message.segments = result.segments or (
                     sms_segments(outbound.body)[1] if message.channel == "sms" else 1
                 )
-                per = Decimal(account.cost_per_message or 0)
                 message.cost = per * (message.segments if message.channel == "sms" else 1)
                 outcome["sent"] += 1
             elif isinstance(result.error, ProviderTransientError) and message.attempts < settings.SEND_MAX_ATTEMPTS:
@@ -204,34 +323,51 @@ def send_batch(ids: list[int]) -> dict[str, int]:
                     failovers.append(message)
             updates.append(message)
     _write_outcomes(updates, now)
-    _failover(failovers, now)
+    if failovers:
+        failed = Message.objects.filter(pk__in=[m.pk for m in failovers]).select_related("contact", "campaign")
+        _failover([m for m in failed if m.campaign_id], now)
     return outcome
 
 
-OUTCOME_FIELDS = [
-    "status", "skip_reason", "attempts", "provider_message_id", "sent_at", "segments", "cost", "send_after",
-    "error_code", "error_message",
-]  # fmt: skip
-
-
-def _write_outcomes(messages: list[Message], now) -> None:
-    """One parameterized UPDATE per message, sent as a batch (executemany): Django's bulk_update
-    builds a CASE per field and row, which costs more than the provider call it records."""
+def _write_outcomes(messages: list[_Claimed], now) -> None:
+    """All outcomes of a batch in one statement (PostgreSQL: an UPDATE joined to unnest() of one
+    array per field); elsewhere one parameterized UPDATE per message, sent as a batch. Django's
+    bulk_update builds a CASE per field and row, which costs more than the provider call it records."""
     if not messages:
         return
     fields = [Message._meta.get_field(name) for name in OUTCOME_FIELDS]
     quote = connection.ops.quote_name
+    table = quote(Message._meta.db_table)
     # A provider callback may have moved the message on (delivered) while the batch was still being
     # sent: the status then stays where the callback put it; the rest is recorded all the same.
     status = quote("status")
+    # Identifiers come from the model's metadata; every value is a parameter.
+    if connection.vendor == "postgresql":
+        assignments = ", ".join(
+            f"{status} = CASE WHEN m.{status} = 'sending' THEN d.{status} ELSE m.{status} END"
+            if f.name == "status"
+            else f"{quote(f.column)} = d.{quote(f.column)}"
+            for f in fields
+        )
+        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+        columns = ", ".join(quote(f.column) for f in fields)
+        sql = (
+            f"UPDATE {table} AS m SET {assignments}, {quote('updated_at')} = %s "  # noqa: S608
+            f"FROM unnest(%s::bigint[], {arrays}) AS d(id, {columns}) WHERE m.id = d.id"
+        )
+        # Every value is already what the driver takes (str, int, Decimal, aware datetime): on
+        # PostgreSQL get_db_prep_save returns these unchanged, at a cost of 10 calls a message.
+        params = [now, [m.pk for m in messages]]
+        params += [[getattr(m, f.attname) for m in messages] for f in fields]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
     assignments = ", ".join(
         f"{status} = CASE WHEN {status} = 'sending' THEN %s ELSE {status} END"
         if f.name == "status"
         else f"{quote(f.column)} = %s"
         for f in fields
     )
-    table = quote(Message._meta.db_table)
-    # Identifiers come from the model's metadata; every value is a parameter.
     sql = f"UPDATE {table} SET {assignments}, {quote('updated_at')} = %s WHERE id = %s"  # noqa: S608
     rows = [[f.get_db_prep_save(getattr(m, f.attname), connection) for f in fields] + [now, m.pk] for m in messages]
     with transaction.atomic(), connection.cursor() as cursor:

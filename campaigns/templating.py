@@ -191,7 +191,86 @@ def html_to_text(source: str) -> str:
     parser = _TextExtractor()
     parser.feed(source or "")
     parser.close()
-    text = "".join(parser.parts)
+    return _normalize_text("".join(parser.parts))
+
+
+def _normalize_text(text: str) -> str:
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+# -- the text part of an HTML email, derived once per template instead of once per recipient ------------
+_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_PLAIN_VARIABLE = re.compile(r"\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\s*")
+_MARK = "mhjinjavar{}x"
+_MARKS = re.compile(r"mhjinjavar(\d+)x")
+
+
+class _DerivingExtractor(_TextExtractor):
+    """The text extractor, also noting every attribute value (where a variable may sit)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attributes: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attributes.extend((tag, name, value or "") for name, value in attrs)
+        super().handle_starttag(tag, attrs)
+
+
+@functools.lru_cache(maxsize=256)
+def text_template_from_html(source: str) -> tuple[str, frozenset[str]] | None:
+    """A text-mode template whose rendering, normalized, equals ``html_to_text`` of the HTML rendering,
+    and the link variables that must not be empty for that to hold.
+
+    ``html_to_text(render(html, html_mode=True))`` parses every recipient's HTML again; this parses
+    the template once. Each ``{{ variable }}`` is swapped for a marker, the marked source goes
+    through the same extractor, and the markers go back as the expressions. That is exact because
+    HTML mode escapes each value and the parser unescapes it again, and whitespace normalization
+    gives the same result before and after the values are put in. Only when that holds is a
+    template derived; ``None`` (parse each rendering, as before) for anything else: statements or
+    comments, filters or subscripts, ``\\r``, a variable right after ``&`` (it could complete a
+    character reference), one inside a tag or a comment, or a link whose whole ``href`` is a
+    variable other than the hub's links (the extractor drops an empty link but would keep its
+    marker; ``text_part`` checks that those links are set).
+    """
+    if not source or "{%" in source or "{#" in source or "\r" in source or _MARKS.search(source):
+        return None
+    expressions: list[str] = []
+
+    def mark(match: re.Match) -> str:
+        expressions.append(match.group(1))
+        return _MARK.format(len(expressions) - 1)
+
+    marked = _EXPRESSION.sub(mark, source)
+    if "{{" in marked or "}}" in marked or not all(_PLAIN_VARIABLE.fullmatch(e) for e in expressions):
+        return None
+    if re.search(r"&[#\w]*" + _MARK.format(r"\d+"), marked):
+        return None
+    parser = _DerivingExtractor()
+    parser.feed(marked)
+    parser.close()
+    text = _normalize_text("".join(parser.parts))
+    seen = [int(i) for i in _MARKS.findall(text)]
+    required: set[str] = set()
+    for tag, name, value in parser.attributes:
+        found = [int(i) for i in _MARKS.findall(value)]
+        if not (tag == "a" and name == "href"):
+            seen += found  # a link's href is in the text already, as " (href)"
+        elif found and not _MARKS.sub("", value):
+            names = {expressions[i].strip() for i in found}
+            if not names <= set(LINK_NAMES):
+                return None  # a link that may render empty
+            required |= names
+    if sorted(seen) != sorted(set(seen)) or len(set(seen)) != len(expressions):
+        return None  # a variable was dropped (tag name, comment, script) or doubled: parse each rendering
+    return _MARKS.sub(lambda match: "{{" + expressions[int(match.group(1))] + "}}", text), frozenset(required)
+
+
+def text_part(html_source: str, context: dict, rendered_html: str) -> str:
+    """``html_to_text(rendered_html)``, from the template's derived text part when it has one."""
+    derived = text_template_from_html(html_source)
+    if derived is None or not all(isinstance(context.get(name), str) and context[name] for name in derived[1]):
+        return html_to_text(rendered_html)
+    return _normalize_text(render(derived[0], context))

@@ -136,6 +136,12 @@ def capacity(account, now: dt.datetime | float | None = None) -> int:
     return _backend().capacity(account, _timestamp(now))
 
 
+def rate_free_in(account, now: dt.datetime | float | None = None) -> float | None:
+    """Seconds until the rate window has room again, or None when it has room now (so a capacity
+    of 0 then comes from the quota). Lets a dispatcher sleep until the moment a slot frees."""
+    return _backend().rate_free_in(account, _timestamp(now))
+
+
 def reset(account) -> None:
     _backend().reset(account)
 
@@ -167,6 +173,14 @@ class RedisBackend:
 
     def capacity(self, account, now: float | None) -> int:
         return int(self.capacity_script(keys=self.keys(account), args=self._args(account, now)))
+
+    def rate_free_in(self, account, now: float | None) -> float | None:
+        window, limit = rate_window(account.rate_per_second)
+        now = time.time() if now is None else now
+        key = self.keys(account)[0]
+        # The limit-th newest grant inside the window: when it leaves the window, a slot frees.
+        rows = self.client.zrevrangebyscore(key, "+inf", f"({now - window}", start=limit - 1, num=1, withscores=True)
+        return max(rows[0][1] + window - now, 0.0) if rows else None
 
     def oldest_quota_grant(self, account, now: float) -> float | None:
         rows = self.client.zrangebyscore(self.keys(account)[1], now - DAY, "+inf", start=0, num=1, withscores=True)
@@ -250,6 +264,16 @@ class FileBackend:
                 ).fetchone()[0]
                 free = min(free, account.daily_quota - used)
         return max(free, 0)
+
+    def rate_free_in(self, account, now: float | None) -> float | None:
+        window, limit = rate_window(account.rate_per_second)
+        with self._locked() as db:
+            now = time.time() if now is None else now
+            row = db.execute(
+                "SELECT at FROM rate WHERE account = ? AND at > ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+                (account.pk, now - window, limit - 1),
+            ).fetchone()
+        return max(row[0] + window - now, 0.0) if row else None
 
     def oldest_quota_grant(self, account, now: float) -> float | None:
         with self._locked() as db:

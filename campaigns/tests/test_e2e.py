@@ -21,8 +21,20 @@ FINAL = {"sent", "delivered", "failed", "unknown", "skipped", "cancelled"}
 OPEN = ("pending", "queued", "sending")
 
 
-def run_chaos(brand, sandbox, public_url: str, workdir, recipients: int, kills: int, rate: float, timeout=180) -> dict:
-    """Launch an SMS campaign, SIGKILL a worker ``kills`` times while it sends, wait until nothing is open."""
+def _wait_for_callbacks(sandbox, deadline: float) -> None:
+    """Until the sandbox has no callback left to post (they settle 'sent' and 'unknown' messages)."""
+    while time.monotonic() < deadline:
+        state = sandbox.state()
+        if not state["callbacks_pending"]:
+            return
+        time.sleep(0.5)
+
+
+def run_chaos(
+    brand, sandbox, public_url: str, workdir, recipients: int, kills: int, rate: float, timeout=180, settle=120
+) -> dict:
+    """Launch an SMS campaign, SIGKILL a worker ``kills`` times while it sends, wait until nothing is
+    open, then (at most ``settle`` seconds) until the sandbox has posted every callback."""
     sandbox.configure(callbacks=True, callback_delay_ms=50, latency_ms=2)
     contact_list, _ = contacts(brand, recipients, consent=("sms",))
     sms = account(brand, "sms", base_url=sandbox.url, rate_per_second=rate)
@@ -47,10 +59,10 @@ def run_chaos(brand, sandbox, public_url: str, workdir, recipients: int, kills: 
                 killed += 1
             elif killed >= kills and not Message.objects.filter(campaign=spring, status__in=OPEN).exists():
                 break
-        time.sleep(1.0)  # late callbacks
     finally:
         for process in [*workers, beat]:
             processes.kill(process)
+    _wait_for_callbacks(sandbox, deadline=time.monotonic() + settle)
     statuses: dict[str, int] = {}
     for status in Message.objects.filter(campaign=spring).values_list("status", flat=True):
         statuses[status] = statuses.get(status, 0) + 1

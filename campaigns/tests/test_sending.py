@@ -177,3 +177,18 @@ def test_transactional_api_is_idempotent_and_respects_unsubscribe(brand_a, sandb
     refused = key_client.post("/api/messages/", {**body, "contact": people[1].pk}, format="json",
                               HTTP_IDEMPOTENCY_KEY="order-A-18")  # fmt: skip
     assert refused.status_code == 409 and "unsubscribed" in refused.json()["error"]["message"]
+
+
+def test_unsubscribe_tokens_are_exactly_djangos_signed_tokens(monkeypatch, settings):
+    """The sender's cheaper signer makes the very token ``signing.dumps`` makes, for any secret."""
+    from types import SimpleNamespace
+
+    from django.core import signing
+
+    monkeypatch.setattr(signing.time, "time", lambda: 1_790_000_000.7)
+    message = SimpleNamespace(pk=123456, contact_id=654321, channel="email")
+    for secret in ("first-secret-key-for-the-test", "second-secret-key-for-the-test"):
+        settings.SECRET_KEY = secret
+        token = sender.unsubscribe_token(message)
+        assert token == signing.dumps([123456, 654321, "email"], salt=sender.UNSUBSCRIBE_SALT, compress=True)
+        assert signing.loads(token, salt=sender.UNSUBSCRIBE_SALT) == [123456, 654321, "email"]

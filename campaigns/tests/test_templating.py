@@ -141,3 +141,37 @@ def test_marketing_email_without_layout_needs_an_unsubscribe_link(template):
     assert "unsubscribe_url" in caught.value.message_dict["email_html"][0]
     content.email_html = '<p>Bonjour</p><a href="{{ unsubscribe_url }}">Se désabonner</a>'
     content.full_clean()
+
+
+DERIVABLE = [
+    "<p>Hello {{ contact.first_name }}</p><p><a href='{{ unsubscribe_url }}'>unsubscribe</a></p>",
+    "<h1>Hi {{ contact.first_name }} {{contact.last_name}}!</h1>\n<ul><li>{{ contact.attributes.tier }}</li>"
+    '<li>two</li></ul><a href="https://x.test/?id={{ contact.email }}&amp;a=1">Shop</a>\n\n\n<p>  end  </p>',
+    "<style>p {}</style><p>{{ brand.name }}</p><img alt='{{ contact.first_name }}'>&nbsp;{{ contact.locale }}",
+    "<table><tr><td>{{ contact.first_name }}</td><td>&copy; {{ brand.name }}</td></tr></table>",
+    "plain {{ contact.first_name }}\n\n\n\n{{ contact.last_name }}   {{ preferences_url }}",
+]
+NOT_DERIVABLE = [
+    "{% if contact.first_name %}<p>Hi {{ contact.first_name }}</p>{% endif %}",
+    "<p>{{ contact.first_name|upper }}</p>",
+    "<p>&copy{{ contact.first_name }}</p>",
+    "<{{ contact.first_name }}>x</p>",
+    "<!-- {{ contact.first_name }} --><p>x</p>",
+    "<p><a href='{{ contact.attributes.site }}'>site</a></p>",
+    "<p>{{ contact.first_name }}</p>\r\n",
+]
+TRICKY_NAMES = ["Ada", "", "  Ada \n\n\n Lovelace\t ", "<b>Ada</b>", "&amp; &copy", "A\n", "x < y > z & 'q' \"r\""]
+
+
+@pytest.mark.parametrize("source", DERIVABLE + NOT_DERIVABLE)
+@pytest.mark.parametrize("name", TRICKY_NAMES)
+def test_derived_text_part_equals_parsing_each_rendering(source, name):
+    """The text part derived once per template is exactly html_to_text of each recipient's HTML."""
+    from campaigns.templating import text_part, text_template_from_html
+
+    contact = {**CONTACT, "first_name": name, "last_name": name[::-1], "attributes": {"tier": name, "site": ""}}
+    for links in (LINKS, {"unsubscribe_url": "https://hub.test/u/x"}, {}):
+        context = {"contact": contact, "brand": {"name": f"Brand {name}"}, **links}
+        html = render(source, context, html_mode=True)
+        assert text_part(source, context, html) == html_to_text(html)
+    assert (text_template_from_html(source) is not None) == (source in DERIVABLE)

@@ -43,6 +43,7 @@ class Config:
     blocked_chat_above: int = 10**12  # Telegram chat ids above this have blocked the bot
     callbacks: bool = True
     callback_delay_ms: float = 200.0
+    callback_concurrency: int = 32  # callbacks in flight at once; the others queue in the sandbox
     undelivered_suffix: str = "9999"  # numbers ending with this: sent, then undelivered (30006)
     open_rate: float = 0.0  # share of delivered emails that get an open event
     click_rate: float = 0.0  # share that also get a click event
@@ -66,6 +67,7 @@ class Sandbox:
         self._pending: set[asyncio.Task] = set()
         self._session: ClientSession | None = None
         self._callback_queue: dict[str, list] = defaultdict(list)
+        self._callback_slots: asyncio.Semaphore | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def public_key(self) -> str:
@@ -100,6 +102,16 @@ class Sandbox:
         task.add_done_callback(self._pending.discard)
 
     async def _post(self, url: str, **kwargs) -> None:
+        # At most ``callback_concurrency`` callbacks in flight, the rest wait their turn: a provider
+        # delivers callbacks at its own pace. Without the bound every queued callback shared one
+        # 10-second budget that included waiting for a connection, so a hub slower than the send
+        # rate lost callbacks by the thousand (time-outs), which left messages 'sent' or 'unknown'.
+        if self._callback_slots is None:
+            self._callback_slots = asyncio.Semaphore(max(1, self.config.callback_concurrency))
+        async with self._callback_slots:
+            await self._post_now(url, **kwargs)
+
+    async def _post_now(self, url: str, **kwargs) -> None:
         if self._session is None:
             self._session = ClientSession(timeout=ClientTimeout(total=10))
         try:

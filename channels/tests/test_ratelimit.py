@@ -111,3 +111,15 @@ def test_calendar_quota_resets_at_local_midnight_even_on_a_dst_day(backend):
     assert reset_at == dt.datetime(2026, 3, 29, 22, 0, tzinfo=dt.UTC)  # midnight in Berlin (CEST)
     assert ratelimit.acquire(account, ["c"], now=reset_at - dt.timedelta(seconds=1)) == []
     assert ratelimit.acquire(account, ["c"], now=reset_at) == ["c"]
+
+
+def test_rate_free_in_says_when_a_full_window_frees_and_nothing_while_there_is_room(backend):
+    account = _account(9101, rate=3)
+    ratelimit.reset(account)
+    assert ratelimit.rate_free_in(account, now=1000.0) is None
+    assert ratelimit.acquire(account, ["a", "b"], now=1000.0) == ["a", "b"]
+    assert ratelimit.rate_free_in(account, now=1000.1) is None  # one slot left
+    assert ratelimit.acquire(account, ["c", "d"], now=1000.25) == ["c"]
+    assert ratelimit.rate_free_in(account, now=1000.5) == pytest.approx(0.5)  # "a" and "b" leave at 1001.0
+    assert ratelimit.rate_free_in(account, now=1001.1) is None
+    ratelimit.reset(account)
