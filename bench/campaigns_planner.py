@@ -25,6 +25,7 @@ one value for the whole launch, yet checked by a trigger per row): what those ch
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -43,6 +44,20 @@ FROM audiences_contact WHERE brand_id = %(brand)s
 """
 
 
+def server_cpu() -> float:
+    """CPU seconds used so far by this connection's PostgreSQL backend (the server must be local): an
+    INSERT ... SELECT runs in that one process, so the difference is the work, whatever the load."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+    if not stat.exists():
+        return float("nan")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def empty_messages():
     from django.db import connection
 
@@ -51,7 +66,13 @@ def empty_messages():
         cursor.execute("VACUUM ANALYZE campaigns_message")
 
 
-def what_if_fk(first, email, offer, brand, bare):
+def ratios(seconds, cpu, bare, bare_cpu) -> str:
+    if not bare:
+        return ""
+    return f"; ratio planner/bare: wall {seconds / bare:.2f}, server CPU {cpu / bare_cpu:.2f}"
+
+
+def what_if_fk(first, email, offer, brand):
     """Both again without the FK checks on the constant columns (brand, campaign, send, account, template,
     variant); the contact FK stays and fires per row (IMMEDIATE). Rolled back: the schema is unchanged."""
     from django.db import connection, transaction
@@ -75,7 +96,7 @@ def what_if_fk(first, email, offer, brand, bare):
         with transaction.atomic():
             with connection.cursor() as cursor:
                 drop_constant_fks(cursor)
-            started = time.perf_counter()
+            cpu, started = server_cpu(), time.perf_counter()
             if label == "bare":
                 with connection.cursor() as cursor:
                     cursor.execute(
@@ -85,13 +106,11 @@ def what_if_fk(first, email, offer, brand, bare):
                     )  # fmt: skip
             else:
                 plan_send(send)
-            seconds = time.perf_counter() - started
+            seconds, used = time.perf_counter() - started, server_cpu() - cpu
             transaction.set_rollback(True)
         print(
-            f"what-if, only the contact FK checked, {label + ':':8s} {seconds:6.1f} s "
-            f"(bare with all FKs: {bare:.1f} s)   [{bigdb.load_line()}]"
-            if bare
-            else f"what-if, only the contact FK checked, {label}: {seconds:6.1f} s   [{bigdb.load_line()}]"
+            f"what-if, only the contact FK checked, {label + ':':8s} {seconds:6.1f} s, server CPU {used:5.1f} s   "
+            f"[{bigdb.load_line()}]"
         )
     empty_messages()
 
@@ -132,11 +151,11 @@ def main():
     second = campaign(brand, everyone, [(email, offer)], name="Summer sale", frequency_cap=1)
     print(f"{args.rows:,} contacts in the list; one email step; {bigdb.load_line()}")
 
-    bare = None
+    bare = bare_cpu = None
     if not args.skip_bare:
         empty_messages()
         baseline_send = Send.objects.create(campaign=first, occurrence="bare", phase="all")
-        started = time.perf_counter()
+        cpu, started = server_cpu(), time.perf_counter()
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 BARE_SQL,
@@ -145,22 +164,26 @@ def main():
             )  # fmt: skip
             inserted = cursor.rowcount
         bare = time.perf_counter() - started
-        print(f"bare INSERT ... SELECT:          {inserted:,} rows in {bare:6.1f} s   [{bigdb.load_line()}]")
+        bare_cpu = server_cpu() - cpu
+        print(
+            f"bare INSERT ... SELECT:          {inserted:,} rows in {bare:6.1f} s, server CPU {bare_cpu:5.1f} s   "
+            f"[{bigdb.load_line()}]"
+        )
 
     empty_messages()
     send = Send.objects.create(campaign=first, occurrence="once", phase="all")
     profiler = cProfile.Profile() if args.profile else None
-    started = time.perf_counter()
+    cpu, started = server_cpu(), time.perf_counter()
     if profiler:
         profiler.enable()
     plan = plan_send(send)
     if profiler:
         profiler.disable()
-    seconds = time.perf_counter() - started
-    ratio = f", ratio planner/bare {seconds / bare:.2f}" if bare else ""
+    seconds, used = time.perf_counter() - started, server_cpu() - cpu
     print(
         f"plan_send, no frequency cap:    {plan.targeted:,} targeted ({plan.by_channel}, skipped {plan.skipped}) "
-        f"in {seconds:6.1f} s{ratio}; goal <= 15 s   [{bigdb.load_line()}]"
+        f"in {seconds:6.1f} s, server CPU {used:5.1f} s{ratios(seconds, used, bare, bare_cpu)}; goal <= 15 s   "
+        f"[{bigdb.load_line()}]"
     )
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
@@ -168,18 +191,17 @@ def main():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE campaigns_message")
     send2 = Send.objects.create(campaign=second, occurrence="once", phase="all")
-    started = time.perf_counter()
+    cpu, started = server_cpu(), time.perf_counter()
     plan2 = plan_send(send2)
-    seconds2 = time.perf_counter() - started
-    ratio = f", ratio planner/bare {seconds2 / bare:.2f}" if bare else ""
+    seconds2, used2 = time.perf_counter() - started, server_cpu() - cpu
     print(
         f"plan_send, frequency cap 1:     {plan2.targeted:,} targeted ({plan2.by_channel}, skipped {plan2.skipped}) "
-        f"in {seconds2:6.1f} s{ratio} (with the first campaign's {plan.targeted:,} messages in the table)   "
-        f"[{bigdb.load_line()}]"
+        f"in {seconds2:6.1f} s, server CPU {used2:5.1f} s{ratios(seconds2, used2, bare, bare_cpu)} (with the first "
+        f"campaign's {plan.targeted:,} messages in the table)   [{bigdb.load_line()}]"
     )
 
     if args.what_if_fk:
-        what_if_fk(first, email, offer, brand, bare)
+        what_if_fk(first, email, offer, brand)
 
 
 if __name__ == "__main__":

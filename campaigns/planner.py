@@ -1,4 +1,5 @@
-"""The planner: materializes a send's recipients in one set-based statement per channel step.
+"""The planner: materializes a send's recipients in set-based statements (one for first-reachable and
+failover plans; one per step plus one for the skipped in every-channel plans).
 
 For every contact of the audience it decides, inside the database, the channel (the first step of
 the strategy that is reachable: address, consent, no suppression, under the frequency cap), the
@@ -6,9 +7,12 @@ A/B variant (a deterministic hash of contact and campaign) and ``send_after`` (n
 a local time of day, moved out of the brand's quiet hours for SMS and WhatsApp). Contacts that no
 step reaches are written too, as skipped with the reason, so targeted = queued + skipped always.
 
-The SELECT is built by the ORM (values are parameters, never SQL text); only the surrounding
-``INSERT INTO … SELECT … ON CONFLICT DO NOTHING`` is ours, so re-planning a send adds nothing and
-the UNIQUE (send, contact, channel) constraint makes a duplicate impossible.
+The SELECT that decides reachability (the audience and a reason code per step) is built by the
+ORM; ours are the thin outer SELECT that turns those integers into the message columns and the
+surrounding ``INSERT INTO … SELECT … ON CONFLICT DO NOTHING``. Every value is a parameter, never
+SQL text. Re-planning a send adds nothing: the UNIQUE (send, contact, channel) constraint makes a
+duplicate impossible. See docs/benchmarks.md for why the two layers (one evaluation of each
+subquery per contact).
 """
 
 import datetime as dt
