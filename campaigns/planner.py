@@ -17,6 +17,7 @@ subquery per contact).
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.db import connection, transaction
 from django.db.models import (
@@ -215,7 +216,9 @@ def _planned_rows(queryset, steps: list, variant_bucket) -> tuple[str, list]:
     return sql, list(inner_params)
 
 
-def _insert_select(source: tuple[str, list], values: dict, where: str = "", where_params=()) -> int:
+def _insert_select(
+    source: tuple[str, list], values: dict, where: str = "", where_params=(), skip_duplicates: bool = True
+) -> int:
     """INSERT one message per row of ``source`` (see ``_planned_rows``) shaped by ``values`` (column ->
     SQL over ``p`` and its parameters); skip duplicates. Every value is a parameter."""
     selects, params = [], []
@@ -231,7 +234,7 @@ def _insert_select(source: tuple[str, list], values: dict, where: str = "", wher
         sql += f" WHERE {where}"
         params += list(where_params)
     with connection.cursor() as cursor:
-        cursor.execute(sql + " ON CONFLICT DO NOTHING", params)
+        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_duplicates else ""), params)
         return cursor.rowcount
 
 
@@ -318,6 +321,15 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
         "address": ("''", []),
     }
     with transaction.atomic():
+        # Planners of the same send take turns. The first plan of a send cannot conflict with itself
+        # (one row per contact, or per contact and step with every channel), so it skips ON
+        # CONFLICT's speculative insertion, which cost ~10 % of the INSERT; re-planning (a retried
+        # launch) and every-channel plans with two steps on one channel keep it and add nothing.
+        list(Send.objects.select_for_update(no_key=True).filter(pk=send.pk).values_list("pk", flat=True))
+        channels = [step.account.channel for step in steps]
+        same_channel_twice = campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps)
+        replanning = Message.objects.filter(send=send).exists()
+        insert = partial(_insert_select, skip_duplicates=replanning or same_channel_twice)
         if connection.vendor == "postgresql":
             # The statements below cost enough to trigger JIT compilation, which took seconds (more
             # than it saved) for their many CASE expressions. A launch hashes the audience and sorts
@@ -330,8 +342,8 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
             for index, step in enumerate(steps):
                 quiet = step.account.channel in QUIET_CHANNELS
                 values = {**common, **_step_values(step, index, _send_after(times, base_time, quiet))}
-                _insert_select(source, values, f"p._reason_{index} = 0")
-            _insert_select(source, skipped, "p._chosen = -1")
+                insert(source, values, f"p._reason_{index} = 0")
+            insert(source, skipped, "p._chosen = -1")
         else:
             # One statement for reached and skipped contacts alike: the audience is read once.
             send_after, send_after_params = _send_after(times, base_time, quiet_steps)
@@ -347,7 +359,7 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
                 "send_after": (f"CASE WHEN {reached} THEN {send_after} END", send_after_params),
                 "address": _by_step(steps, lambda s: _address_sql(s.account.channel), "''"),
             }
-            _insert_select(source, values)
+            insert(source, values)
         plan = summarize(send)
         Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
     return plan
