@@ -211,8 +211,10 @@ def _planned_rows(queryset, steps: list, variant_bucket) -> tuple[str, list]:
         reasons.append("_bucket")
     inner_sql, inner_params = queryset.order_by().values(*fields, *reasons).query.sql_with_params()
     chosen = " ".join(f"WHEN r._reason_{i} = 0 THEN {i}" for i in range(len(steps)))
-    worst = f"GREATEST({', '.join(f'r._reason_{i}' for i in range(len(steps)))})" if len(steps) > 1 else "r._reason_0"
-    sql = f"(SELECT r.*, CASE {chosen} ELSE -1 END AS _chosen, {worst} AS _why FROM ({inner_sql} OFFSET 0) r) p"  # noqa: S608 - ORM SQL, integers
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"  # SQLite: the multi-argument max()
+    worst = f"{greatest}({', '.join(f'r._reason_{i}' for i in range(len(steps)))})" if len(steps) > 1 else "r._reason_0"
+    fence = "OFFSET 0" if connection.vendor == "postgresql" else "LIMIT -1 OFFSET 0"
+    sql = f"(SELECT r.*, CASE {chosen} ELSE -1 END AS _chosen, {worst} AS _why FROM ({inner_sql} {fence}) r) p"  # noqa: S608 - ORM SQL, integers
     return sql, list(inner_params)
 
 
@@ -230,9 +232,9 @@ def _insert_select(
     columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
     table = connection.ops.quote_name(Message._meta.db_table)
     sql = f"INSERT INTO {table} ({columns}) SELECT {', '.join(selects)} FROM {source[0]}"  # noqa: S608 - no values
-    if where:
-        sql += f" WHERE {where}"
-        params += list(where_params)
+    # Always a WHERE: SQLite would read "FROM (...) p ON CONFLICT" as a join constraint.
+    sql += f" WHERE {where or '1 = 1'}"
+    params += list(where_params)
     with connection.cursor() as cursor:
         cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_duplicates else ""), params)
         return cursor.rowcount
