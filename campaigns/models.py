@@ -311,11 +311,20 @@ class SkipReason(models.TextChoices):
 class Message(models.Model):
     """One message to one contact on one channel: planned, claimed, sent and tracked."""
 
+    # Every index costs each planned row an insertion (a launch writes a row per contact): campaign,
+    # send and contact are served by the leading column of message_campaign_status,
+    # message_once_per_send and message_contact_recent, and variant by a partial index.
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
-    send = models.ForeignKey(Send, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
-    contact = models.ForeignKey("audiences.Contact", on_delete=models.CASCADE, related_name="messages")
-    variant = models.ForeignKey(Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+    )
+    send = models.ForeignKey(
+        Send, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+    )
+    contact = models.ForeignKey("audiences.Contact", on_delete=models.CASCADE, related_name="messages", db_index=False)
+    variant = models.ForeignKey(
+        Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     channel = models.CharField(max_length=16, blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Position in the campaign's channel strategy.")
     account = models.ForeignKey(
@@ -360,7 +369,11 @@ class Message(models.Model):
                 name="message_due",
             ),
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
-            models.Index(fields=["provider_message_id"], name="message_provider_id"),
+            # Webhooks look messages up by a provider id; planned messages have none yet.
+            models.Index(
+                fields=["provider_message_id"], condition=~models.Q(provider_message_id=""), name="message_provider_id"
+            ),
+            models.Index(fields=["variant"], condition=models.Q(variant__isnull=False), name="message_variant"),
             models.Index(fields=["contact", "channel", "sent_at"], name="message_contact_recent"),
         ]
 

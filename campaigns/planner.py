@@ -1,4 +1,5 @@
-"""The planner: materializes a send's recipients in one set-based statement per channel step.
+"""The planner: materializes a send's recipients in set-based statements (one for first-reachable and
+failover plans; one per step plus one for the skipped in every-channel plans).
 
 For every contact of the audience it decides, inside the database, the channel (the first step of
 the strategy that is reachable: address, consent, no suppression, under the frequency cap), the
@@ -6,18 +7,21 @@ A/B variant (a deterministic hash of contact and campaign) and ``send_after`` (n
 a local time of day, moved out of the brand's quiet hours for SMS and WhatsApp). Contacts that no
 step reaches are written too, as skipped with the reason, so targeted = queued + skipped always.
 
-The SELECT is built by the ORM (values are parameters, never SQL text); only the surrounding
-``INSERT INTO … SELECT … ON CONFLICT DO NOTHING`` is ours, so re-planning a send adds nothing and
-the UNIQUE (send, contact, channel) constraint makes a duplicate impossible.
+The SELECT that decides reachability (the audience and a reason code per step) is built by the
+ORM; ours are the thin outer SELECT that turns those integers into the message columns and the
+surrounding ``INSERT INTO … SELECT … ON CONFLICT DO NOTHING``. Every value is a parameter, never
+SQL text. Re-planning a send adds nothing: the UNIQUE (send, contact, channel) constraint makes a
+duplicate impossible. See docs/benchmarks.md for why the two layers (one evaluation of each
+subquery per contact).
 """
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.db import connection, transaction
 from django.db.models import (
     Case,
-    CharField,
     Count,
     Exists,
     F,
@@ -28,7 +32,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, Greatest, Mod, NullIf
+from django.db.models.functions import Coalesce, Greatest, Mod
 from django.utils import timezone
 
 from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Contact, ListMembership, Suppression
@@ -124,13 +128,19 @@ def _reason(step_index: int, channel: str, campaign: Campaign, now: dt.datetime)
     return Case(*whens, default=Value(0), output_field=IntegerField())
 
 
-def _annotated(queryset, campaign: Campaign, steps: list, now: dt.datetime):
+def _with_reasons(queryset, campaign: Campaign, steps: list, now: dt.datetime):
+    """``queryset`` annotated with ``_reason_<i>`` per step (and ``_recent_<i>`` under a frequency cap)."""
     for index, step in enumerate(steps):
         reason = _reason(index, step.account.channel, campaign, now)
         if isinstance(reason, tuple):
             queryset = queryset.annotate(**{f"_recent_{index}": reason[1]})
             reason = reason[0]
         queryset = queryset.annotate(**{f"_reason_{index}": reason})
+    return queryset
+
+
+def _annotated(queryset, campaign: Campaign, steps: list, now: dt.datetime):
+    queryset = _with_reasons(queryset, campaign, steps, now)
     chosen = Case(
         *[When(**{f"_reason_{i}": 0}, then=Value(i)) for i in range(len(steps))],
         default=Value(-1),
@@ -138,19 +148,6 @@ def _annotated(queryset, campaign: Campaign, steps: list, now: dt.datetime):
     )
     worst = Greatest(*[F(f"_reason_{i}") for i in range(len(steps))]) if len(steps) > 1 else F("_reason_0")
     return queryset.annotate(_chosen=chosen, _why=worst)
-
-
-def _variant_case(campaign: Campaign):
-    variants = list(campaign.variants.all())
-    if not variants:
-        return Value(None, output_field=IntegerField())
-    total = sum(v.weight for v in variants) or 1
-    bucket = Mod(F("id") * HASH_MULTIPLIER + campaign.pk * 40503, Value(total))
-    whens, upper = [], 0
-    for variant in variants[:-1]:
-        upper += variant.weight
-        whens.append(When(_bucket__lt=upper, then=Value(variant.pk)))
-    return bucket, Case(*whens, default=Value(variants[-1].pk), output_field=IntegerField())
 
 
 # -- when ----------------------------------------------------------------------------------------------
@@ -176,14 +173,17 @@ def _send_times(queryset, campaign: Campaign, send: Send, now: dt.datetime) -> d
     return times
 
 
-def _send_after(times: dict, base: dt.datetime, quiet) -> Case:
-    """``quiet``: True/False for a fixed channel, or the list of quiet-sensitive steps (by _chosen)."""
-    whens = []
+def _send_after(times: dict, base: dt.datetime, quiet) -> tuple[str, list]:
+    """SQL over the planned row ``p``: ``quiet`` is True/False for a fixed channel, or the list of
+    quiet-sensitive steps (by ``p._chosen``)."""
+    whens, params = [], []
     for zone, (moment, quiet_moment) in times.items():
         if isinstance(quiet, list) and quiet and quiet_moment != moment:
-            whens.append(When(time_zone=zone, _chosen__in=quiet, then=Value(quiet_moment)))
-        whens.append(When(time_zone=zone, then=Value(quiet_moment if quiet is True else moment)))
-    return Case(*whens, default=Value(base))
+            whens.append(f"WHEN p.time_zone = %s AND p._chosen IN ({', '.join(['%s'] * len(quiet))}) THEN %s")
+            params += [zone, *quiet, quiet_moment]
+        whens.append("WHEN p.time_zone = %s THEN %s")
+        params += [zone, quiet_moment if quiet is True else moment]
+    return f"CASE {' '.join(whens)} ELSE %s END", [*params, base]
 
 
 # -- writing -----------------------------------------------------------------------------------------------
@@ -194,24 +194,81 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def _insert_select(queryset, values: dict) -> int:
-    """INSERT the rows of ``queryset`` shaped by ``values`` (column -> expression); skip duplicates."""
-    aliases = {f"_c_{column}": expression for column, expression in values.items()}
-    rows = queryset.annotate(**aliases).order_by().values(*aliases)
-    select_sql, params = rows.query.sql_with_params()
-    columns = ", ".join(connection.ops.quote_name(c) for c in values)
+def _planned_rows(queryset, steps: list, variant_bucket) -> tuple[str, list]:
+    """``FROM``-clause SQL: the audience with each step's reason computed ONCE per contact.
+
+    The ORM builds the inner SELECT (id, time zone, addresses, ``_reason_<i>``, ``_bucket``). ``OFFSET
+    0`` keeps PostgreSQL from pulling it up into the outer query, where every column expression that
+    mentions ``_chosen`` would repeat the per-contact consent, suppression and frequency subqueries
+    (they were evaluated up to eight times a row). The outer layer adds ``_chosen`` (the first step
+    that reaches the contact, -1 for none) and ``_why`` (the highest reason code) from plain integers.
+    """
+    fields = ["id", "time_zone", *sorted({ADDRESS_FIELD[s.account.channel] for s in steps if s.account.channel in
+                                          ADDRESS_FIELD})]  # fmt: skip
+    reasons = [f"_reason_{i}" for i in range(len(steps))]
+    if variant_bucket is not None:
+        queryset = queryset.annotate(_bucket=variant_bucket)
+        reasons.append("_bucket")
+    inner_sql, inner_params = queryset.order_by().values(*fields, *reasons).query.sql_with_params()
+    chosen = " ".join(f"WHEN r._reason_{i} = 0 THEN {i}" for i in range(len(steps)))
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"  # SQLite: the multi-argument max()
+    worst = f"{greatest}({', '.join(f'r._reason_{i}' for i in range(len(steps)))})" if len(steps) > 1 else "r._reason_0"
+    fence = "OFFSET 0" if connection.vendor == "postgresql" else "LIMIT -1 OFFSET 0"
+    sql = f"(SELECT r.*, CASE {chosen} ELSE -1 END AS _chosen, {worst} AS _why FROM ({inner_sql} {fence}) r) p"  # noqa: S608 - ORM SQL, integers
+    return sql, list(inner_params)
+
+
+def _insert_select(
+    source: tuple[str, list], values: dict, where: str = "", where_params=(), skip_duplicates: bool = True
+) -> int:
+    """INSERT one message per row of ``source`` (see ``_planned_rows``) shaped by ``values`` (column ->
+    SQL over ``p`` and its parameters); skip duplicates. Every value is a parameter."""
+    selects, params = [], []
+    for column in COLUMNS:
+        sql, column_params = values[column]
+        selects.append(sql)
+        params += column_params
+    params += source[1]
+    columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
     table = connection.ops.quote_name(Message._meta.db_table)
-    sql = f"INSERT INTO {table} ({columns}) {select_sql} ON CONFLICT DO NOTHING"
+    sql = f"INSERT INTO {table} ({columns}) SELECT {', '.join(selects)} FROM {source[0]}"  # noqa: S608 - no values
+    # Always a WHERE: SQLite would read "FROM (...) p ON CONFLICT" as a join constraint.
+    sql += f" WHERE {where or '1 = 1'}"
+    params += list(where_params)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_duplicates else ""), params)
         return cursor.rowcount
 
 
-def _step_case(steps: list, attribute, chosen_field: str = "_chosen"):
-    return Case(
-        *[When(**{chosen_field: i}, then=Value(attribute(step))) for i, step in enumerate(steps)],
-        default=Value(None),
-    )
+def _param(value) -> tuple[str, list]:
+    return ("NULL", []) if value is None else ("%s", [value])
+
+
+def _by_step(steps: list, attribute, default: str = "NULL") -> tuple[str, list]:
+    """``CASE p._chosen WHEN 0 THEN <attribute of step 0> ... ELSE default END``."""
+    whens, params = [], []
+    for index, step in enumerate(steps):
+        sql, step_params = attribute(step)
+        whens.append(f"WHEN {index} THEN {sql}")
+        params += step_params
+    return f"CASE p._chosen {' '.join(whens)} ELSE {default} END", params
+
+
+def _variant_sql(campaign: Campaign):
+    """(bucket expression for the inner query, SQL choosing the variant from ``p._bucket``)."""
+    variants = list(campaign.variants.all())
+    if not variants:
+        return None, ("NULL", [])
+    total = sum(v.weight for v in variants) or 1
+    bucket = Mod(F("id") * HASH_MULTIPLIER + campaign.pk * 40503, Value(total))
+    whens, params, upper = [], [], 0
+    for variant in variants[:-1]:
+        upper += variant.weight
+        whens.append("WHEN p._bucket < %s THEN %s")
+        params += [upper, variant.pk]
+    if not whens:
+        return bucket, ("%s", [variants[-1].pk])
+    return bucket, (f"CASE {' '.join(whens)} ELSE %s END", [*params, variants[-1].pk])
 
 
 def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | None = None) -> Plan:
@@ -227,101 +284,107 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
     queryset = audience(campaign)
     if contact_filter is not None:
         queryset = queryset.filter(contact_filter)
-    queryset = _annotated(queryset, campaign, steps, now)
-    variant = _variant_case(campaign)
-    if isinstance(variant, tuple):
-        queryset = queryset.annotate(_bucket=variant[0])
-        variant = variant[1]
     times = _send_times(queryset, campaign, send, now)
     base_time = _base_time(campaign, send, now)
+    bucket, variant = _variant_sql(campaign)
+    source = _planned_rows(_with_reasons(queryset, campaign, steps, now), steps, bucket)
     quiet_steps = [i for i, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
     common = {
-        "brand_id": Value(campaign.brand_id),
-        "campaign_id": Value(campaign.pk),
-        "send_id": Value(send.pk),
-        "contact_id": F("id"),
+        "brand_id": ("%s", [campaign.brand_id]),
+        "campaign_id": ("%s", [campaign.pk]),
+        "send_id": ("%s", [send.pk]),
+        "contact_id": ("p.id", []),
         "variant_id": variant,
-        "marketing": Value(True),
-        "priority": Value(campaign.priority),
-        "attempts": Value(0),
-        "provider_message_id": Value(""),
-        "error_code": Value(""),
-        "error_message": Value(""),
-        "segments": Value(0),
-        "cost": Value(0),
-        "context": Value("{}"),
-        "created_at": Value(now),
-        "updated_at": Value(now),
+        "marketing": ("%s", [True]),
+        "priority": ("%s", [campaign.priority]),
+        "attempts": ("0", []),
+        "provider_message_id": ("''", []),
+        "error_code": ("''", []),
+        "error_message": ("''", []),
+        "segments": ("0", []),
+        "cost": ("0", []),
+        "context": ("%s", ["{}"]),
+        "created_at": ("%s", [now]),
+        "updated_at": ("%s", [now]),
+    }
+    skip_reason = (
+        f"CASE p._why {' '.join('WHEN %s THEN %s' for _ in REASONS)} END",
+        [item for code, reason in REASONS.items() for item in (code, reason.value)],
+    )
+    skipped = {
+        **common,
+        "channel": ("''", []),
+        "step": ("0", []),
+        "account_id": ("NULL", []),
+        "template_id": ("NULL", []),
+        "status": ("%s", [MessageStatus.SKIPPED]),
+        "skip_reason": skip_reason,
+        "send_after": ("NULL", []),
+        "address": ("''", []),
     }
     with transaction.atomic():
+        # Planners of the same send take turns. The first plan of a send cannot conflict with itself
+        # (one row per contact, or per contact and step with every channel), so it skips ON
+        # CONFLICT's speculative insertion, which cost ~10 % of the INSERT; re-planning (a retried
+        # launch) and every-channel plans with two steps on one channel keep it and add nothing.
+        list(Send.objects.select_for_update(no_key=True).filter(pk=send.pk).values_list("pk", flat=True))
+        channels = [step.account.channel for step in steps]
+        same_channel_twice = campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps)
+        replanning = Message.objects.filter(send=send).exists()
+        insert = partial(_insert_select, skip_duplicates=replanning or same_channel_twice)
+        if connection.vendor == "postgresql":
+            # The statements below cost enough to trigger JIT compilation, which took seconds (more
+            # than it saved) for their many CASE expressions. A launch hashes the audience and sorts
+            # the messages it wrote (summarize): give it the memory instead of spilling to disk.
+            # LOCAL: for this transaction only.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+                cursor.execute("SET LOCAL work_mem = '64MB'")
         if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
             for index, step in enumerate(steps):
-                reachable = queryset.filter(**{f"_reason_{index}": 0})
                 quiet = step.account.channel in QUIET_CHANNELS
-                _insert_select(reachable, {**common, **_step_values(step, index, _send_after(times, base_time, quiet))})
-            unreachable = queryset.filter(_chosen=-1)
+                values = {**common, **_step_values(step, index, _send_after(times, base_time, quiet))}
+                insert(source, values, f"p._reason_{index} = 0")
+            insert(source, skipped, "p._chosen = -1")
         else:
-            reachable = queryset.exclude(_chosen=-1)
-            _insert_select(
-                reachable,
-                {
-                    **common,
-                    "channel": _step_case(steps, lambda s: s.account.channel),
-                    "step": F("_chosen"),
-                    "account_id": _step_case(steps, lambda s: s.account_id),
-                    "template_id": _step_case(steps, lambda s: s.template_id),
-                    "status": Value(MessageStatus.PENDING),
-                    "skip_reason": Value(""),
-                    "send_after": _send_after(times, base_time, quiet_steps),
-                    "address": _address_case(steps),
-                },
-            )
-            unreachable = queryset.filter(_chosen=-1)
-        _insert_select(
-            unreachable,
-            {
+            # One statement for reached and skipped contacts alike: the audience is read once.
+            send_after, send_after_params = _send_after(times, base_time, quiet_steps)
+            reached = "p._chosen >= 0"
+            values = {
                 **common,
-                "channel": Value(""),
-                "step": Value(0),
-                "account_id": Value(None, output_field=IntegerField()),
-                "template_id": Value(None, output_field=IntegerField()),
-                "status": Value(MessageStatus.SKIPPED),
-                "skip_reason": Case(*[When(_why=code, then=Value(r.value)) for code, r in REASONS.items()]),
-                "send_after": Value(None, output_field=IntegerField()),
-                "address": Value(""),
-            },
-        )
+                "channel": _by_step(steps, lambda s: ("%s", [s.account.channel]), "''"),
+                "step": (f"CASE WHEN {reached} THEN p._chosen ELSE 0 END", []),
+                "account_id": _by_step(steps, lambda s: _param(s.account_id)),
+                "template_id": _by_step(steps, lambda s: _param(s.template_id)),
+                "status": (f"CASE WHEN {reached} THEN %s ELSE %s END", [MessageStatus.PENDING, MessageStatus.SKIPPED]),
+                "skip_reason": (f"CASE WHEN {reached} THEN '' ELSE {skip_reason[0]} END", skip_reason[1]),
+                "send_after": (f"CASE WHEN {reached} THEN {send_after} END", send_after_params),
+                "address": _by_step(steps, lambda s: _address_sql(s.account.channel), "''"),
+            }
+            insert(source, values)
         plan = summarize(send)
         Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
     return plan
 
 
-def _step_values(step, index: int, send_after) -> dict:
+def _step_values(step, index: int, send_after: tuple[str, list]) -> dict:
     channel = step.account.channel
     return {
-        "channel": Value(channel),
-        "step": Value(index),
-        "account_id": Value(step.account_id),
-        "template_id": Value(step.template_id),
-        "status": Value(MessageStatus.PENDING),
-        "skip_reason": Value(""),
+        "channel": ("%s", [channel]),
+        "step": ("%s", [index]),
+        "account_id": _param(step.account_id),
+        "template_id": _param(step.template_id),
+        "status": ("%s", [MessageStatus.PENDING]),
+        "skip_reason": ("''", []),
         "send_after": send_after,
-        "address": _address_expr(channel),
+        "address": _address_sql(channel),
     }
 
 
-def _address_expr(channel: str):
+def _address_sql(channel: str) -> tuple[str, list]:
     if channel == "webhook":
-        return Value("", output_field=CharField())
-    return Coalesce(NullIf(F(ADDRESS_FIELD[channel]), Value("")), Value(""), output_field=CharField())
-
-
-def _address_case(steps: list):
-    return Case(
-        *[When(_chosen=i, then=_address_expr(step.account.channel)) for i, step in enumerate(steps)],
-        default=Value(""),
-        output_field=CharField(),
-    )
+        return "''", []
+    return f"COALESCE(NULLIF(p.{connection.ops.quote_name(ADDRESS_FIELD[channel])}, ''), '')", []
 
 
 def summarize(send: Send) -> Plan:

@@ -60,6 +60,19 @@ def test_every_channel_mode_and_variants_by_deterministic_hash(brand_a, setup):
     assert variant_of == dict(Message.objects.filter(channel="sms").values_list("contact_id", "variant__name"))
 
 
+def test_every_channel_with_one_channel_twice_writes_one_message_per_contact(brand_a, setup):
+    contact_list, _people, email, _sms, offer = setup
+    email.name = "email one"
+    email.save(update_fields=["name"])
+    other = account(brand_a, "email")
+    spring = campaign(brand_a, contact_list, [(email, offer), (other, offer)], channel_mode="every_channel")
+    send = Send.objects.create(campaign=spring, occurrence="once")
+    plan = plan_send(send)
+    assert plan.by_channel == {"email": 20} and plan.targeted == 20
+    assert set(Message.objects.filter(send=send).values_list("account_id", flat=True)) == {email.pk}
+    assert plan_send(send).targeted == 20 and Message.objects.filter(send=send).count() == 20
+
+
 def test_frequency_cap_counts_other_campaigns(brand_a, setup):
     contact_list, _people, email, _sms, offer = setup
     first = campaign(brand_a, contact_list, [(email, offer)], name="First")
