@@ -80,30 +80,9 @@ class SandboxProcess:
 
 @pytest.fixture
 def sandbox_process():
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from channels.sandbox import spawn
 
-    from channels.sandbox import free_port
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_sandbox/counts", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.1)
+    process, url = spawn()
     yield SandboxProcess(url, process)
     process.terminate()
     process.wait(timeout=10)

@@ -362,25 +362,11 @@ def _account(brand, channel: str, sandbox_url: str, rate: float):
 
 def start_sandbox(callbacks: bool, **settings) -> tuple[subprocess.Popen, str]:
     """The provider sandbox in its own process (its CPU is not ours), bodies not recorded."""
-    from channels.sandbox import free_port
+    from channels.sandbox import spawn
 
-    port = free_port()
     env = {**os.environ, "SANDBOX_CALLBACKS": str(callbacks).lower(), "SANDBOX_RECORD_BODIES": "false"}
     env.update({f"SANDBOX_{key.upper()}": str(value) for key, value in settings.items()})
-    log = open(Path(os.environ["VAR_DIR"]) / "sandbox.log", "a")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
-        cwd=ROOT, env=env, stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            urllib.request.urlopen(url + "/_sandbox/counts", timeout=1).read()
-            return process, url
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the sandbox did not start")
+    return spawn(env, log=open(Path(os.environ["VAR_DIR"]) / "sandbox.log", "a"))
 
 
 def _list_of(brand, name: str, members: list):

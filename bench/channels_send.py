@@ -26,27 +26,13 @@ from sendgrid import SendGridAPIClient  # noqa: E402
 from twilio.rest import Client  # noqa: E402
 
 from channels.providers import OutboundMessage, ProviderConfig, get_adapter  # noqa: E402
-from channels.sandbox import free_port  # noqa: E402
+from channels.sandbox import spawn  # noqa: E402
 
 TWILIO = {"account_sid": "AC" + "1" * 32, "auth_token": "bench-token"}
 
 
 def start_sandbox() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "SANDBOX_CALLBACKS": "false", "SANDBOX_RECORD_BODIES": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/_sandbox/counts", timeout=1).read()
-            return process, url
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the sandbox did not start")
+    return spawn({**os.environ, "SANDBOX_CALLBACKS": "false", "SANDBOX_RECORD_BODIES": "false"})
 
 
 def sandbox_total(url: str) -> int:

@@ -3,19 +3,48 @@
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
+from pathlib import Path
 
 from aiohttp import web
 
 from .server import Config, Sandbox, twilio_signature
 
-__all__ = ["Config", "Sandbox", "free_port", "running", "serve", "twilio_signature"]
+__all__ = ["Config", "Sandbox", "free_port", "running", "serve", "spawn", "twilio_signature"]
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def spawn(env: dict | None = None, log=subprocess.DEVNULL, timeout: float = 20) -> tuple[subprocess.Popen, str]:
+    """The sandbox in its own process on a free port (as in production and benchmarks), once it answers.
+
+    ``env`` is the child's whole environment (``SANDBOX_*`` variables configure it); returns the
+    process and its base URL.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
+        cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_sandbox/counts", timeout=1).read()  # noqa: S310 - our own http URL
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"the provider sandbox did not start on port {port}") from None
+            time.sleep(0.05)
 
 
 async def _start(sandbox: Sandbox, host: str, port: int, smtp_port: int | None):
