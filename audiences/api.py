@@ -183,6 +183,22 @@ class ContactViewSet(BrandScopedViewSetMixin, viewsets.ModelViewSet):
         return Response({"id": contact.pk, "erased_at": contact.erased_at})
 
 
+class UniqueNameCreateMixin:
+    """Creating a second object of a brand with the same name answers 409 naming the field."""
+
+    unique_name_of = "object"
+
+    def perform_create(self, serializer):
+        self.check_create_allowed(serializer.validated_data.get("brand"))
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            raise ApiError(
+                ErrorCode.CONFLICT, f"name: a {self.unique_name_of} with this name exists.", status.HTTP_409_CONFLICT
+            ) from None
+
+
 class ContactListSerializer(serializers.ModelSerializer):
     brand = BrandField()
     size = serializers.SerializerMethodField()
@@ -200,7 +216,7 @@ class MembersSerializer(serializers.Serializer):
     contact_ids = serializers.ListField(child=serializers.IntegerField(), max_length=MAX_ITEMS, allow_empty=False)
 
 
-class ContactListViewSet(BrandScopedViewSetMixin, viewsets.ModelViewSet):
+class ContactListViewSet(UniqueNameCreateMixin, BrandScopedViewSetMixin, viewsets.ModelViewSet):
     """Static lists. ``members/`` lists (GET), adds (POST) or removes (DELETE) contacts."""
 
     queryset = ContactList.objects.all()
@@ -208,15 +224,7 @@ class ContactListViewSet(BrandScopedViewSetMixin, viewsets.ModelViewSet):
     filterset_fields = ["brand", "name"]
     action_permissions = {"members": "change"}
 
-    def perform_create(self, serializer):
-        self.check_create_allowed(serializer.validated_data.get("brand"))
-        try:
-            with transaction.atomic():
-                serializer.save()
-        except IntegrityError:
-            raise ApiError(
-                ErrorCode.CONFLICT, "name: a list with this name exists.", status.HTTP_409_CONFLICT
-            ) from None
+    unique_name_of = "list"
 
     @extend_schema(request=MembersSerializer, responses=ContactSerializer(many=True))
     @action(detail=True, methods=["get", "post", "delete"])
@@ -266,22 +274,14 @@ class RulesSerializer(serializers.Serializer):
     rules = serializers.JSONField()
 
 
-class SegmentViewSet(BrandScopedViewSetMixin, viewsets.ModelViewSet):
+class SegmentViewSet(UniqueNameCreateMixin, BrandScopedViewSetMixin, viewsets.ModelViewSet):
     """Saved rule trees. ``estimate/`` counts and ``preview/`` lists the first 50 members."""
 
     queryset = Segment.objects.all()
     serializer_class = SegmentSerializer
     filterset_fields = ["brand", "name"]
 
-    def perform_create(self, serializer):
-        self.check_create_allowed(serializer.validated_data.get("brand"))
-        try:
-            with transaction.atomic():
-                serializer.save()
-        except IntegrityError:
-            raise ApiError(
-                ErrorCode.CONFLICT, "name: a segment with this name exists.", status.HTTP_409_CONFLICT
-            ) from None
+    unique_name_of = "segment"
 
     @action(detail=True, methods=["get"])
     def estimate(self, request, pk=None):
