@@ -84,7 +84,7 @@ class ListMembershipInline(admin.TabularInline):
 class ContactAdmin(ContactImportExportMixin, BrandScopedModelAdmin):
     form = ContactForm
     list_display = ["__str__", "email", "phone", "country", "locale", "brand", "created_at"]
-    list_filter = ["brand", "country", "locale", "consents__channel", "consents__status"]
+    list_filter = ["brand", "country", "locale", "consent_email", "consent_sms", "consent_whatsapp", "consent_telegram"]
     search_fields = ["email", "phone", "external_id", "first_name", "last_name"]
     readonly_fields = ["erased_at", "created_at", "updated_at"]
     inlines = [ListMembershipInline, ConsentInline, ConsentEventInline]

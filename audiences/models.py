@@ -28,6 +28,14 @@ ADDRESS_FIELD = {
 }
 
 
+def consent_column(channel: str) -> str:
+    """The Contact column that mirrors the consent status on ``channel``."""
+    return f"consent_{channel}"
+
+
+CONSENT_COLUMNS = frozenset(consent_column(channel) for channel in Channel.values)
+
+
 class ConsentStatus(models.TextChoices):
     SUBSCRIBED = "subscribed", "Subscribed"
     UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
@@ -40,6 +48,12 @@ class SuppressionReason(models.TextChoices):
     STOP = "stop", "STOP keyword"
     MANUAL = "manual", "Manual"
     ERASED = "erased", "Erased (GDPR)"
+
+
+def _consent_copy() -> models.CharField:
+    return models.CharField(
+        max_length=16, blank=True, default="", db_default="", editable=False, choices=ConsentStatus.choices
+    )
 
 
 class Contact(models.Model):
@@ -55,6 +69,15 @@ class Contact(models.Model):
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 code; from the phone when not given.")
     time_zone = models.CharField(max_length=64, blank=True, validators=[validate_time_zone])
     attributes = models.JSONField(default=dict, blank=True)
+    # Each channel's current consent status as in ``Consent`` ('' when there is none), copied there by
+    # database triggers on every write to audiences_consent (migration 0004), whoever writes: segment
+    # counts and the planner read a column of the contact instead of joining a consent row per contact.
+    # Read-only for Python: ``save`` never writes them back (an instance may predate a consent change).
+    consent_sms = _consent_copy()
+    consent_whatsapp = _consent_copy()
+    consent_email = _consent_copy()
+    consent_telegram = _consent_copy()
+    consent_webhook = _consent_copy()
     erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -84,6 +107,13 @@ class Contact(models.Model):
     def __str__(self) -> str:
         name = f"{self.first_name} {self.last_name}".strip()
         return name or self.email or self.phone or self.external_id or f"contact {self.pk}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and not kwargs.get("force_insert") and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in CONSENT_COLUMNS
+            ]
+        super().save(*args, **kwargs)
 
     def address_for(self, channel: str) -> str | None:
         field = ADDRESS_FIELD.get(channel)

@@ -32,7 +32,7 @@ from django.db.models.lookups import (
 )
 from django.utils import timezone
 
-from .models import Channel, Consent, ConsentStatus, ListMembership
+from .models import Channel, ConsentStatus, ListMembership, consent_column
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -229,7 +229,8 @@ def _positive(kind: str, field: str, op: str, value, now: dt.datetime) -> Q:
     if kind == "list":
         return Q(Exists(ListMembership.objects.filter(contact=OuterRef("pk"), contact_list_id__in=value)))
     if kind == "consent":
-        return Q(Exists(Consent.objects.filter(contact=OuterRef("pk"), channel=field.split(".", 1)[1], status=value)))
+        # The contact's copy of its consent row (kept by triggers): one column, no join per contact.
+        return Q(**{consent_column(field.split(".", 1)[1]): value})
     if kind == "attribute":
         return _attribute(field.split(".", 1)[1], op, value, now)
     # Text and date fields: blank text counts as "not set", like a missing attribute.
