@@ -17,10 +17,7 @@ suppressions, every contact in the list "Everyone"; ``--reuse`` keeps it when it
 
 Each figure is printed beside the baseline with the ratio and the load average. Goal: 1,000,000 in <= 15 s.
 
-``--what-if-fk`` then times 1. and 2. again inside a rolled-back transaction that drops the message
-table's FK constraints other than the contact's (brand, campaign, send, account, template, variant:
-one value for the whole launch, yet checked by a trigger per row): what those checks cost.
-``--profile`` prints the planner's cProfile (the COMMIT is where the deferred FK checks run).
+``--profile`` prints the planner's cProfile.
 """
 
 import argparse
@@ -72,61 +69,12 @@ def ratios(seconds, cpu, bare, bare_cpu) -> str:
     return f"; ratio planner/bare: wall {seconds / bare:.2f}, server CPU {cpu / bare_cpu:.2f}"
 
 
-def what_if_fk(first, email, offer, brand):
-    """Both again without the FK checks on the constant columns (brand, campaign, send, account, template,
-    variant); the contact FK stays and fires per row (IMMEDIATE). Rolled back: the schema is unchanged."""
-    from django.db import connection, transaction
-
-    from campaigns.models import Send
-    from campaigns.planner import plan_send
-
-    def drop_constant_fks(cursor):
-        cursor.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'campaigns_message'::regclass AND contype = 'f' "
-            "AND conname NOT LIKE %s",
-            ["%contact_id%"],
-        )
-        for (name,) in cursor.fetchall():
-            cursor.execute(f'ALTER TABLE campaigns_message DROP CONSTRAINT "{name}"')
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-
-    for label in ("bare", "planner"):
-        empty_messages()
-        send = Send.objects.create(campaign=first, occurrence=f"what-if-{label}", phase="all")
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                drop_constant_fks(cursor)
-            cpu, started = server_cpu(), time.perf_counter()
-            if label == "bare":
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        BARE_SQL,
-                        {"campaign": first.pk, "send": send.pk, "account": email.pk, "template": offer.pk,
-                         "brand": brand.pk},
-                    )  # fmt: skip
-            else:
-                plan_send(send)
-            seconds, used = time.perf_counter() - started, server_cpu() - cpu
-            transaction.set_rollback(True)
-        print(
-            f"what-if, only the contact FK checked, {label + ':':8s} {seconds:6.1f} s, server CPU {used:5.1f} s   "
-            f"[{bigdb.load_line()}]"
-        )
-    empty_messages()
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the planner run (top 25 by cumulative)")
     parser.add_argument("--skip-bare", action="store_true")
-    parser.add_argument(
-        "--what-if-fk",
-        action="store_true",
-        help="also time both with the FK constraints of campaigns_message other than contact dropped "
-        "(inside a rolled-back transaction, constraints IMMEDIATE): what the per-row FK checks cost",
-    )
     args = parser.parse_args()
     bigdb.prepare(args.rows, reuse=args.reuse)
     bigdb.setup_django()
@@ -199,9 +147,6 @@ def main():
         f"in {seconds2:6.1f} s, server CPU {used2:5.1f} s{ratios(seconds2, used2, bare, bare_cpu)} (with the first "
         f"campaign's {plan.targeted:,} messages in the table)   [{bigdb.load_line()}]"
     )
-
-    if args.what_if_fk:
-        what_if_fk(first, email, offer, brand)
 
 
 if __name__ == "__main__":

@@ -311,26 +311,61 @@ class SkipReason(models.TextChoices):
 class Message(models.Model):
     """One message to one contact on one channel: planned, claimed, sent and tracked."""
 
-    # Every index costs each planned row an insertion (a launch writes a row per contact): campaign,
-    # send and contact are served by the leading column of message_campaign_status,
-    # message_once_per_send and message_contact_recent, and variant by a partial index.
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    # A launch writes a row per contact, and every row pays for each index and each foreign-key check:
+    # - campaign, send and contact are served by the leading column of message_campaign_status,
+    #   message_once_per_send and message_contact_recent, variant by a partial index; brand, account and
+    #   template have none (messages are read by campaign, send, contact or status; deleting a brand,
+    #   account or template, rare admin acts, scans instead);
+    # - no foreign key is a database constraint (``db_constraint=False``): PostgreSQL checks each with a
+    #   trigger per row, 7 lookups per message, two thirds of planning 1M recipients. Django still
+    #   applies on_delete (CASCADE, PROTECT, SET_NULL) when it deletes; the planner locks the launch's
+    #   constant rows (send, campaign, brand, accounts, templates, variants) while it writes, and the
+    #   sender cancels a message whose contact was deleted during planning (see ``sender._claim``).
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+        Campaign,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
+        db_constraint=False,
     )
     send = models.ForeignKey(
-        Send, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+        Send,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
+        db_constraint=False,
     )
-    contact = models.ForeignKey("audiences.Contact", on_delete=models.CASCADE, related_name="messages", db_index=False)
+    contact = models.ForeignKey(
+        "audiences.Contact", on_delete=models.CASCADE, related_name="messages", db_index=False, db_constraint=False
+    )
     variant = models.ForeignKey(
-        Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+        Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
     )
     channel = models.CharField(max_length=16, blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Position in the campaign's channel strategy.")
     account = models.ForeignKey(
-        "channels.ChannelAccount", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "channels.ChannelAccount",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
-    template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    template = models.ForeignKey(
+        MessageTemplate,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     marketing = models.BooleanField(default=True)
     priority = models.PositiveSmallIntegerField(default=5)
     status = models.CharField(max_length=10, choices=MessageStatus.choices, default=MessageStatus.PENDING)

@@ -35,8 +35,10 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Greatest, Mod
 from django.utils import timezone
 
-from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Contact, ListMembership, Suppression
+from audiences.models import ADDRESS_FIELD, ConsentStatus, Contact, ListMembership, Suppression, consent_column
 from audiences.services import segment_members
+from channels.models import ChannelAccount
+from marketing_hub.models import Brand
 
 from .models import (
     COUNTED_AS_SENT,
@@ -44,9 +46,11 @@ from .models import (
     ChannelMode,
     Message,
     MessageStatus,
+    MessageTemplate,
     ScheduleKind,
     Send,
     SkipReason,
+    Variant,
 )
 from .scheduling import next_local_time, outside_quiet_hours
 
@@ -99,14 +103,16 @@ def _reason(step_index: int, channel: str, campaign: Campaign, now: dt.datetime)
     if channel == "webhook":
         return Value(0)
     address = ADDRESS_FIELD[channel]
-    consent = Exists(Consent.objects.filter(contact=OuterRef("pk"), channel=channel, status=ConsentStatus.SUBSCRIBED))
-    suppressed = Exists(
-        Suppression.objects.filter(brand_id=OuterRef("brand_id"), channel=channel, address=OuterRef(address))
+    consent = Q(**{consent_column(channel): ConsentStatus.SUBSCRIBED})  # the contact's copy of its consent row
+    # Uncorrelated (the brand is the campaign's): PostgreSQL hashes the brand's suppressions once
+    # instead of probing the index per contact.
+    suppressed = Q(
+        **{f"{address}__in": Suppression.objects.filter(brand_id=campaign.brand_id, channel=channel).values("address")}
     )
     whens = [
         When(Q(**{f"{address}__isnull": True}) | Q(**{address: ""}), then=Value(1)),
-        When(~Q(consent), then=Value(2)),
-        When(Q(suppressed), then=Value(3)),
+        When(~consent, then=Value(2)),
+        When(suppressed, then=Value(3)),
     ]
     if campaign.frequency_cap:
         recent = (
@@ -271,6 +277,26 @@ def _variant_sql(campaign: Campaign):
     return bucket, (f"CASE {' '.join(whens)} ELSE %s END", [*params, variants[-1].pk])
 
 
+def _hold_referenced_rows(campaign: Campaign, steps: list) -> None:
+    """``FOR KEY SHARE`` on the rows every planned message points at, once: the foreign-key checks that
+    ``Message`` does without (see its fields) took this lock per row, so none of them can be deleted
+    before the plan commits. (On SQLite the write transaction already excludes every other writer.)"""
+    if connection.vendor != "postgresql":
+        return
+    held = [
+        (Brand, [campaign.brand_id]),
+        (Campaign, [campaign.pk]),
+        (Variant, list(campaign.variants.values_list("pk", flat=True))),
+        (ChannelAccount, [step.account_id for step in steps]),
+        (MessageTemplate, [step.template_id for step in steps]),
+    ]
+    with connection.cursor() as cursor:
+        for model, ids in held:
+            table = connection.ops.quote_name(model._meta.db_table)
+            # The table name comes from the model's metadata; the ids are one parameter.
+            cursor.execute(f"SELECT 1 FROM {table} WHERE id = ANY(%s) FOR KEY SHARE", [ids])  # noqa: S608
+
+
 def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | None = None) -> Plan:
     """Materialize the send's messages. Idempotent: planning again adds nothing."""
     now = now or timezone.now()
@@ -328,6 +354,7 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
         # CONFLICT's speculative insertion, which cost ~10 % of the INSERT; re-planning (a retried
         # launch) and every-channel plans with two steps on one channel keep it and add nothing.
         list(Send.objects.select_for_update(no_key=True).filter(pk=send.pk).values_list("pk", flat=True))
+        _hold_referenced_rows(campaign, steps)
         channels = [step.account.channel for step in steps]
         same_channel_twice = campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps)
         replanning = Message.objects.filter(send=send).exists()

@@ -143,8 +143,7 @@ def _claim(ids: list[int]) -> list[_Claimed]:
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
-        go = _claim_postgresql(ids, now)
-        return [_Claimed(row) for row in _claimed_rows(go)] if go else []
+        return _with_contacts(_claim_postgresql(ids, now), now)
     with transaction.atomic():
         rows = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -163,7 +162,22 @@ def _claim(ids: list[int]) -> list[_Claimed]:
             Message.objects.filter(pk__in=cancelled).update(status=MessageStatus.CANCELLED, updated_at=now)
         if go:
             Message.objects.filter(pk__in=go).update(status=MessageStatus.SENDING, updated_at=now)
-    return [_Claimed(row) for row in _claimed_rows(go)] if go else []
+    return _with_contacts(go, now)
+
+
+def _with_contacts(ids: list[int], now) -> list[_Claimed]:
+    """The claimed messages with their contacts' fields. ``Message.contact`` is not a database
+    constraint: a contact deleted while its send was being planned can leave a message behind, which
+    is cancelled here (error ``contact_deleted``) instead of staying 'sending' for ever."""
+    if not ids:
+        return []
+    rows = _claimed_rows(ids)
+    if len(rows) < len(ids):
+        found = {row["pk"] for row in rows}
+        Message.objects.filter(pk_in([pk for pk in ids if pk not in found])).update(
+            status=MessageStatus.CANCELLED, error_code="contact_deleted", updated_at=now
+        )
+    return [_Claimed(row) for row in rows]
 
 
 def _claim_postgresql(ids: list[int], now) -> list[int]:

@@ -8,6 +8,7 @@ can be moved day by day.
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from audiences.models import Consent
@@ -140,6 +141,24 @@ def test_permanent_failure_fails_over_to_the_next_channel(brand_a, sandbox):
     assert Message.objects.get(contact=people[0], channel="email").status == "sent"
     assert sandbox.counts[people[0].email] == 1 and people[1].email not in sandbox.counts
     assert services.complete_if_done(spring)
+
+
+def test_a_message_whose_contact_was_deleted_while_planning_is_cancelled_not_left_sending(brand_a, sandbox):
+    contact_list, people = contacts(brand_a, 5, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    gone = people[0]
+    # What a deletion committed while the plan was being written leaves behind: Django's cascade ran
+    # before the message existed, and Message.contact is not a database constraint.
+    with connection.cursor() as cursor:
+        for table in ("audiences_consent", "audiences_consentevent", "audiences_listmembership"):
+            cursor.execute(f"DELETE FROM {table} WHERE contact_id = %s", [gone.pk])
+        cursor.execute("DELETE FROM audiences_contact WHERE id = %s", [gone.pk])
+    dispatcher.dispatch(now=timezone.now(), enqueue=_send_inline)
+    orphan = Message.objects.get(contact_id=gone.pk)
+    assert (orphan.status, orphan.error_code) == ("cancelled", "contact_deleted")
+    assert len(sandbox.requests) == 4 and gone.phone not in sandbox.counts
+    assert _open(spring) == 0
 
 
 def test_pause_stops_claims_and_cancel_cancels_the_rest(brand_a, sandbox):
