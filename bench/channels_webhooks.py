@@ -1,10 +1,16 @@
-"""Webhook ingestion: signed Twilio status callbacks per second, end to end (verified, logged, stored,
+"""Webhook ingestion: signed status callbacks per second, end to end (verified, logged, stored,
 normalized, the message moved forward), beside a bare WSGI app answering 200 on the same server setup.
 
-    .venv/bin/python bench/channels_webhooks.py --callbacks 20000 --workers 4 --concurrency 64
+    .venv/bin/python bench/channels_webhooks.py --callbacks 20000 --workers 4 --concurrency 64 \
+        [--sendgrid-events 100000 --batch 1000]
+
+1. Twilio: one status callback ("delivered") per request, signed with the account's auth token;
+2. SendGrid: "delivered" events in signed batches (ECDSA, as SendGrid posts them: up to a thousand
+   events a request), one event per message.
 
 Creates its own PostgreSQL database (mh_bench_webhooks), serves the hub with gunicorn, and fires
-the callbacks with aiohttp from this process. Redis DB 4 is used for the cache.
+the callbacks with aiohttp from this process. Redis DB 4 is used for the cache (BENCH_REDIS overrides the
+server, e.g. redis://127.0.0.1:6381).
 """
 
 import argparse
@@ -22,11 +28,20 @@ DB = "mh_bench_webhooks"
 DB_URL = f"postgres://marketing_hub:marketing_hub@127.0.0.1:5432/{DB}"
 ENV = {
     "DATABASE_URL": DB_URL,
-    "REDIS_URL": "redis://127.0.0.1:6379/4",
-    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/5",
+    "REDIS_URL": os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379") + "/4",
+    "CELERY_BROKER_URL": os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379") + "/5",
     "VAR_DIR": str(ROOT / "var" / "bench"),
     "LOG_LEVEL": "ERROR",
 }
+
+
+def _key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+SENDGRID_KEY = _key()
 BARE_APP = """
 def app(environ, start_response):
     environ["wsgi.input"].read()
@@ -39,7 +54,7 @@ def sh(*args, env=None, **kwargs):
     return subprocess.run(args, cwd=ROOT, env={**os.environ, **ENV, **(env or {})}, check=True, **kwargs)
 
 
-def prepare(count: int, public_url: str):
+def prepare(count: int, public_url: str, email_count: int = 0, public_key: str = ""):
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {DB}"], check=True)
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {DB} OWNER marketing_hub"],
                    check=True)  # fmt: skip
@@ -77,7 +92,44 @@ def prepare(count: int, public_url: str):
         ],
         batch_size=5000,
     )
-    return account, messages
+    email = ChannelAccount(brand=brand, name="email", channel="email", provider="sendgrid", from_email="a@b.test")
+    email.set_credentials({"api_key": "SG.bench", "webhook_public_key": public_key})
+    email.save()
+    people = Contact.objects.bulk_create(
+        [Contact(brand=brand, email=f"p{i}@example.com") for i in range(email_count)], batch_size=5000
+    )
+    emails = Message.objects.bulk_create(
+        [Message(brand=brand, contact=c, channel="email", account=email, status="sent", address=c.email)
+         for c in people],
+        batch_size=5000,
+    )  # fmt: skip
+    return account, messages, email, emails
+
+
+def sendgrid_requests(email, emails, public: str, batch: int) -> list[tuple[str, bytes, dict]]:
+    """Signed batches of "delivered" events, one per message, as SendGrid posts them."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    url = f"{public}/webhooks/sendgrid/{email.pk}/events/"
+    now = int(time.time())
+    requests = []
+    for start in range(0, len(emails), batch):
+        events = [
+            {"event": "delivered", "email": m.address, "timestamp": now, "sg_event_id": f"ev-{m.pk}",
+             "sg_message_id": f"sg-{m.pk}", "mh_message_id": str(m.pk)}
+            for m in emails[start : start + batch]
+        ]  # fmt: skip
+        body = json.dumps(events).encode()
+        timestamp = str(int(time.time()))
+        signature = SENDGRID_KEY.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        headers = {"Content-Type": "application/json", "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+                   "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode()}  # fmt: skip
+        requests.append((url, body, headers))
+    return requests
 
 
 def serve(app: str, port: int, workers: int, extra_env=None):
@@ -114,9 +166,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--port", type=int, default=8091)
+    parser.add_argument("--sendgrid-events", type=int, default=100000, help="0 skips the SendGrid phase")
+    parser.add_argument("--batch", type=int, default=1000, help="SendGrid events per request")
     args = parser.parse_args()
     public = f"http://127.0.0.1:{args.port}"
-    account, messages = prepare(args.callbacks, public)
+    account, messages, email, emails = prepare(args.callbacks, public, args.sendgrid_events, sendgrid_public_key())
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator("bench-token")
@@ -130,18 +184,22 @@ def main() -> None:
                    "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
         requests.append((url, urlencode(params).encode(), headers))
 
+    batches = sendgrid_requests(email, emails, public, args.batch) if emails else []
     bare_file = ROOT / "var" / "bench" / "bare_wsgi.py"
     bare_file.parent.mkdir(parents=True, exist_ok=True)
     bare_file.write_text(BARE_APP)
     bare = serve("bare_wsgi:app", args.port, args.workers, {"PYTHONPATH": str(bare_file.parent)})
     try:
         bare_seconds, _bare_statuses = asyncio.run(fire(requests, args.concurrency))
+        bare_sg_seconds = asyncio.run(fire(batches, min(args.concurrency, 8)))[0] if batches else 0
     finally:
         bare.terminate()
         bare.wait()
     hub = serve("marketing_hub.wsgi:application", args.port, args.workers, {"PUBLIC_BASE_URL": public})
     try:
         hub_seconds, hub_statuses = asyncio.run(fire(requests, args.concurrency))
+        if batches:
+            sg_seconds, sg_statuses = asyncio.run(fire(batches, min(args.concurrency, 8)))
     finally:
         hub.terminate()
         hub.wait()
@@ -149,16 +207,43 @@ def main() -> None:
     from campaigns.models import Message
     from channels.models import ProviderEvent, WebhookLog
 
-    delivered = Message.objects.filter(status="delivered").count()
-    events = ProviderEvent.objects.count()
-    logged = WebhookLog.objects.filter(verdict="accepted").count()
+    delivered = Message.objects.filter(account=account, status="delivered").count()
+    events = ProviderEvent.objects.filter(account=account).count()
+    logged = WebhookLog.objects.filter(account=account, verdict="accepted").count()
     hub_rate, bare_rate = args.callbacks / hub_seconds, args.callbacks / bare_seconds
     print(
         f"hub:  {args.callbacks} signed Twilio status callbacks in {hub_seconds:.1f} s = {hub_rate:,.0f}/s "
         f"(answers {hub_statuses}; {logged} logged, {events} events stored, {delivered} messages delivered)"
     )
     print(f"bare: the same requests to a WSGI app answering 200: {bare_seconds:.1f} s = {bare_rate:,.0f}/s")
-    print(f"ratio hub / bare: {hub_rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end")
+    print(f"ratio hub / bare: {hub_rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{_load()}]")
+    if batches:
+        moved = Message.objects.filter(account=email, status="delivered").count()
+        stored = ProviderEvent.objects.filter(account=email).count()
+        rate, bare_rate = len(emails) / sg_seconds, len(emails) / bare_sg_seconds
+        print(
+            f"hub:  {len(emails):,} SendGrid events in {len(batches)} signed requests of {args.batch} in {sg_seconds:.1f} s "
+            f"= {rate:,.0f} events/s (answers {sg_statuses}; {stored:,} events stored, {moved:,} messages delivered)"
+        )
+        print(
+            f"bare: the same requests to a WSGI app answering 200: {bare_sg_seconds:.1f} s = {bare_rate:,.0f} events/s"
+        )
+        print(f"ratio hub / bare: {rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{_load()}]")
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def sendgrid_public_key() -> str:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = SENDGRID_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
 
 
 if __name__ == "__main__":

@@ -4,22 +4,30 @@ Statuses only move forward (sent → delivered/read; a bounce or failure after t
 failed), so a repeated or late event cannot undo a later one.
 """
 
+from django.db import connection
 from django.db.models import Case, F, Q, Value, When
 from django.dispatch import receiver
 from django.utils import timezone
 
 from audiences.services import contact_erased, contact_export_requested
-from channels.events import EventType, delivery_event
+from channels.events import EventType, delivery_events
 
 from .models import Message, MessageStatus
 
 S = MessageStatus
 _FORWARD = {
-    EventType.SENT: (S.SENT, (S.QUEUED, S.SENDING, S.UNKNOWN)),
-    EventType.DELIVERED: (S.DELIVERED, (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN)),
-    EventType.READ: (S.DELIVERED, (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN)),
-    EventType.FAILED: (S.FAILED, (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN, S.DELIVERED)),
-    EventType.BOUNCED: (S.FAILED, (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN, S.DELIVERED)),
+    EventType.SENT: S.SENT,
+    EventType.DELIVERED: S.DELIVERED,
+    EventType.READ: S.DELIVERED,
+    EventType.FAILED: S.FAILED,
+    EventType.BOUNCED: S.FAILED,
+}
+_RANK = {S.SENT: 1, S.DELIVERED: 2, S.FAILED: 3}
+# Where a status may be reached from: forward only, each including the one before it.
+_BEFORE = {
+    S.SENT: (S.QUEUED, S.SENDING, S.UNKNOWN),
+    S.DELIVERED: (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN),
+    S.FAILED: (S.QUEUED, S.SENDING, S.SENT, S.UNKNOWN, S.DELIVERED),
 }
 
 
@@ -31,24 +39,98 @@ def _messages(event):
     return Message.objects.none()
 
 
-@receiver(delivery_event, dispatch_uid="campaigns.message_status")
-def message_status(sender, event, **kwargs):
-    if event.event_type not in _FORWARD:
-        return
-    status, before = _FORWARD[event.event_type]
-    now = timezone.now()
+def _changes(status: str, event, now) -> dict:
     changes = {"status": status, "updated_at": now}
     if status == S.DELIVERED:
         changes["delivered_at"] = event.timestamp or now
     if status == S.FAILED:
         changes["error_code"] = (event.code or event.event_type)[:40]
         changes["error_message"] = (event.description or event.event_type)[:500]
+    return changes
+
+
+def _apply_one(status: str, event, now) -> None:
+    changes = _changes(status, event, now)
     if event.provider_message_id:
         # A worker that died mid-call never stored the provider's id: the callback brings it.
         changes["provider_message_id"] = Case(
             When(provider_message_id="", then=Value(event.provider_message_id[:100])), default=F("provider_message_id")
         )
-    _messages(event).filter(status__in=before).update(**changes)
+    _messages(event).filter(status__in=_BEFORE[status]).update(**changes)
+
+
+def _apply_many(status: str, events: list, now) -> None:
+    """``_apply_one`` for each event in one ``UPDATE … FROM unnest(…)`` (PostgreSQL): the events of a
+    SendGrid request (up to a thousand) cost one statement per target status, not one each."""
+    by_id: dict[int, object] = {}
+    by_sid = [e for e in events if not (e.message_id and e.message_id.isdigit()) and e.provider_message_id]
+    if by_sid:
+        found = Message.objects.filter(
+            brand_id=by_sid[0].brand_id, provider_message_id__in=[e.provider_message_id for e in by_sid]
+        ).values_list("provider_message_id", "pk")
+        pks: dict[str, list[int]] = {}
+        for sid, pk in found:
+            pks.setdefault(sid, []).append(pk)
+        for event in by_sid:
+            for pk in pks.get(event.provider_message_id, []):
+                by_id.setdefault(pk, event)
+    for event in events:
+        if event.message_id and event.message_id.isdigit():
+            by_id.setdefault(int(event.message_id), event)
+    if not by_id:
+        return
+    columns = {"ids": [], "brands": [], "sids": [], "delivered": [], "codes": [], "texts": []}
+    for pk, event in by_id.items():
+        changes = _changes(status, event, now)
+        columns["ids"].append(pk)
+        columns["brands"].append(event.brand_id)
+        columns["sids"].append((event.provider_message_id or "")[:100])
+        columns["delivered"].append(changes.get("delivered_at"))
+        columns["codes"].append(changes.get("error_code", ""))
+        columns["texts"].append(changes.get("error_message", ""))
+    delivered = ", delivered_at = e.delivered" if status == S.DELIVERED else ""
+    failed = ", error_code = e.code, error_message = e.text" if status == S.FAILED else ""
+    # Our own column names only; every value is a parameter.
+    sql = (
+        f"UPDATE {Message._meta.db_table} AS m SET status = %s, updated_at = %s{delivered}{failed}, "  # noqa: S608
+        "provider_message_id = CASE WHEN m.provider_message_id = '' THEN e.sid ELSE m.provider_message_id END "
+        "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::text[]) "
+        "AS e(id, brand, sid, delivered, code, text) "
+        "WHERE m.id = e.id AND m.brand_id = e.brand AND m.status = ANY(%s::text[])"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [status, now, *columns.values(), list(_BEFORE[status])])
+
+
+@receiver(delivery_events, dispatch_uid="campaigns.message_status")
+def message_status(sender, events, **kwargs):
+    """Move the events' messages forward.
+
+    Per target status (sent, then delivered, then failed: the order statuses move forward in) one
+    update of all its messages, the first event per message counting: the batch ends where applying
+    the events one at a time would (test_a_batch_of_events_ends_where_one_at_a_time_would)."""
+    now = timezone.now()
+    by_status: dict[str, list] = {}
+    reached: dict[tuple, int] = {}  # message -> highest target status among its events so far
+    for event in events:
+        status = _FORWARD.get(event.event_type)
+        if status is None:
+            continue
+        key = (event.message_id, event.provider_message_id)
+        rank = _RANK[status]
+        # After an event of a later status, one at a time would find this one's status no longer
+        # reachable (each status's sources include the previous one's): it changes nothing.
+        if reached.get(key, 0) > rank:
+            continue
+        reached[key] = rank
+        by_status.setdefault(status, []).append(event)
+    for status in _RANK:
+        group = by_status.get(status, [])
+        if len(group) == 1 or (group and connection.vendor != "postgresql"):
+            for event in group:
+                _apply_one(status, event, now)
+        elif group:
+            _apply_many(status, group, now)
 
 
 # -- engagement conditions for segments ("opened any campaign in the last 90 days") -----------------------

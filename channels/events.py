@@ -1,6 +1,6 @@
 """One event vocabulary for every provider, and the signal that carries it to higher apps.
 
-``channels`` normalizes provider callbacks into ``DeliveryEvent`` and sends ``delivery_event``;
+``channels`` normalizes provider callbacks into ``DeliveryEvent`` and sends ``delivery_events``;
 ``campaigns`` and ``analytics`` receive it. Nothing here imports a higher layer.
 """
 
@@ -44,5 +44,6 @@ class DeliveryEvent:
     raw: dict = field(default_factory=dict)
 
 
-# sender: the provider name; kwargs: event=DeliveryEvent
-delivery_event = Signal()
+# sender: the provider name; kwargs: events=list[DeliveryEvent], the new events of one request in the
+# order the provider sent them (a SendGrid request carries up to a thousand): receivers apply them as a set.
+delivery_events = Signal()

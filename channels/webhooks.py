@@ -2,7 +2,7 @@
 
 Every request is logged (``WebhookLog``, credentials stripped). A forged or stale request answers
 403 and is counted; it leaves no trace but the log. Events are idempotent on the provider's event
-id (``ProviderEvent`` is unique on it), stored append-only, and sent as ``delivery_event`` signals
+id (``ProviderEvent`` is unique on it), stored append-only, and sent as ``delivery_events`` signals
 (campaigns updates its messages, analytics counts). Keywords act at once: STOP and friends
 unsubscribe the sender on that channel, START/UNSTOP resubscribe; Telegram's ``/start <token>``
 links a chat to a contact; a bot blocked by the user loses its Telegram consent.
@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator
 from audiences import services as audience_services
 from audiences.models import ConsentStatus, SuppressionReason
 
-from .events import DeliveryEvent, EventType, delivery_event
+from .events import DeliveryEvent, EventType, delivery_events
 from .models import ChannelAccount, ProviderEvent, WebhookLog
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def record(account: ChannelAccount, events: list[DeliveryEvent]) -> list[Deliver
                 fresh.append(event)
         for event in fresh:
             _act(account, event)
-            delivery_event.send(sender=account.provider, event=event)
+        delivery_events.send(sender=account.provider, events=fresh)
     return fresh
 
 

@@ -205,3 +205,59 @@ def test_one_event_delivered_concurrently_is_acted_on_once(sms, message):
     verdicts = sorted(WebhookLog.objects.values_list("verdict", flat=True))
     assert verdicts == ["accepted", "duplicate", "duplicate", "duplicate"]
     assert ProviderEvent.objects.count() == 1
+
+
+def test_a_batch_of_events_ends_where_one_at_a_time_would(client, brand_a, sendgrid_keys):
+    """One SendGrid request moves its messages with one UPDATE per target status; every message must
+    end exactly as if each event had come in its own request (status, delivered_at, error, provider id)."""
+    import itertools
+    import random
+
+    private, public = sendgrid_keys
+    email = account(brand_a, "email")
+    email.set_credentials({**email.credentials, "webhook_public_key": public})
+    email.save()
+    path = f"/webhooks/sendgrid/{email.pk}/events/"
+    kinds = ["delivered", "bounce", "dropped", "open"]
+    starts = ["queued", "sending", "sent", "unknown", "delivered", "failed", "pending", "cancelled"]
+    cases = [
+        (start, events, by_sid)
+        for start in starts
+        for events in [*itertools.product(kinds, repeat=2), *random.Random(7).sample(list(itertools.product(kinds, repeat=3)), 12)]
+        for by_sid in (False, True)
+    ]  # fmt: skip
+    contact = Contact.objects.create(brand=brand_a, email="many@example.com")
+
+    def messages(label):
+        return [
+            Message.objects.create(brand=brand_a, contact=contact, channel="email", account=email, status=start,
+                                   address=contact.email, provider_message_id=f"{label}-{i}" if by_sid else "")
+            for i, (start, _, by_sid) in enumerate(cases)
+        ]  # fmt: skip
+
+    def items(label, i, message, kinds_of_case, by_sid):
+        return [
+            {"event": kind, "email": contact.email, "timestamp": 1_700_000_000 + n, "sg_event_id": f"{label}-{i}-{n}",
+             "sg_message_id": f"{label}-{i}", "status": "5.1.1" if kind == "bounce" else "", "reason": kind,
+             **({} if by_sid else {"mh_message_id": str(message.pk)})}
+            for n, kind in enumerate(kinds_of_case)
+        ]  # fmt: skip
+
+    batch, single = messages("batch"), messages("single")
+    everything = [
+        e for i, (m, c) in enumerate(zip(batch, cases, strict=True)) for e in items("batch", i, m, c[1], c[2])
+    ]
+    assert sendgrid_post(client, path, everything, private).status_code == 200
+    for i, (m, case) in enumerate(zip(single, cases, strict=True)):
+        for item in items("single", i, m, case[1], case[2]):
+            assert sendgrid_post(client, path, [item], private).status_code == 200
+
+    def outcome(m):
+        m.refresh_from_db()
+        return m.status, m.delivered_at, m.error_code, m.error_message, m.provider_message_id.split("-")[-1]
+
+    moved = 0
+    for case, b, s in zip(cases, batch, single, strict=True):
+        assert outcome(b) == outcome(s), case
+        moved += b.status != case[0]
+    assert moved > len(cases) // 3  # the cases do move messages
