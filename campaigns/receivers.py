@@ -126,7 +126,7 @@ def message_status(sender, events, **kwargs):
         by_status.setdefault(status, []).append(event)
     for status in _RANK:
         group = by_status.get(status, [])
-        if len(group) == 1 or (group and connection.vendor != "postgresql"):
+        if group and connection.vendor != "postgresql":
             for event in group:
                 _apply_one(status, event, now)
         elif group:
