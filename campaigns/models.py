@@ -404,6 +404,13 @@ class Message(models.Model):
                 name="message_due",
             ),
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
+            # The reconciler's look for stale in-flight messages (beat, every minute): a handful of rows
+            # at any time, found without scanning the table; planned rows are pending and never enter it.
+            models.Index(
+                fields=["status", "updated_at"],
+                condition=models.Q(status__in=["queued", "sending"]),
+                name="message_in_flight",
+            ),
             # Webhooks look messages up by a provider id; planned messages have none yet.
             models.Index(
                 fields=["provider_message_id"], condition=~models.Q(provider_message_id=""), name="message_provider_id"
