@@ -308,6 +308,12 @@ class SkipReason(models.TextChoices):
     RENDER_ERROR = "render_error", "Template could not be rendered"
 
 
+def _unchecked(to, on_delete, **options) -> models.ForeignKey:
+    """A relation Django keeps (``on_delete`` applies when Django deletes) that the database neither
+    indexes nor checks: see ``Message``."""
+    return models.ForeignKey(to, on_delete=on_delete, db_index=False, db_constraint=False, **options)
+
+
 class Message(models.Model):
     """One message to one contact on one channel: planned, claimed, sent and tracked."""
 
@@ -321,51 +327,15 @@ class Message(models.Model):
     #   applies on_delete (CASCADE, PROTECT, SET_NULL) when it deletes; the planner locks the launch's
     #   constant rows (send, campaign, brand, accounts, templates, variants) while it writes, and the
     #   sender cancels a message whose contact was deleted during planning (see ``sender._claim``).
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
-    campaign = models.ForeignKey(
-        Campaign,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="messages",
-        db_index=False,
-        db_constraint=False,
-    )
-    send = models.ForeignKey(
-        Send,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="messages",
-        db_index=False,
-        db_constraint=False,
-    )
-    contact = models.ForeignKey(
-        "audiences.Contact", on_delete=models.CASCADE, related_name="messages", db_index=False, db_constraint=False
-    )
-    variant = models.ForeignKey(
-        Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
-    )
+    brand = _unchecked(Brand, models.CASCADE, related_name="+")
+    campaign = _unchecked(Campaign, models.CASCADE, null=True, blank=True, related_name="messages")
+    send = _unchecked(Send, models.CASCADE, null=True, blank=True, related_name="messages")
+    contact = _unchecked("audiences.Contact", models.CASCADE, related_name="messages")
+    variant = _unchecked(Variant, models.SET_NULL, null=True, blank=True, related_name="+")
     channel = models.CharField(max_length=16, blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Position in the campaign's channel strategy.")
-    account = models.ForeignKey(
-        "channels.ChannelAccount",
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
-    )
-    template = models.ForeignKey(
-        MessageTemplate,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
-    )
+    account = _unchecked("channels.ChannelAccount", models.PROTECT, null=True, blank=True, related_name="+")
+    template = _unchecked(MessageTemplate, models.PROTECT, null=True, blank=True, related_name="+")
     marketing = models.BooleanField(default=True)
     priority = models.PositiveSmallIntegerField(default=5)
     status = models.CharField(max_length=10, choices=MessageStatus.choices, default=MessageStatus.PENDING)
