@@ -225,10 +225,19 @@ def _planned_rows(queryset, steps: list, variant_bucket) -> tuple[str, list]:
 
 
 def _insert_select(
-    source: tuple[str, list], values: dict, where: str = "", where_params=(), skip_duplicates: bool = True
-) -> int:
+    source: tuple[str, list],
+    values: dict,
+    where: str = "",
+    where_params=(),
+    skip_duplicates: bool = True,
+    counted: bool = False,
+):
     """INSERT one message per row of ``source`` (see ``_planned_rows``) shaped by ``values`` (column ->
-    SQL over ``p`` and its parameters); skip duplicates. Every value is a parameter."""
+    SQL over ``p`` and its parameters); skip duplicates. Every value is a parameter.
+
+    Returns the number of rows written, or with ``counted`` (PostgreSQL) the rows written counted by
+    (channel, status, skip reason, variant id), from the INSERT's own RETURNING: no second read of a
+    million rows to summarize them."""
     selects, params = [], []
     for column in COLUMNS:
         sql, column_params = values[column]
@@ -241,9 +250,15 @@ def _insert_select(
     # Always a WHERE: SQLite would read "FROM (...) p ON CONFLICT" as a join constraint.
     sql += f" WHERE {where or '1 = 1'}"
     params += list(where_params)
+    sql += " ON CONFLICT DO NOTHING" if skip_duplicates else ""
+    if counted:
+        sql = (
+            f"WITH written AS ({sql} RETURNING channel, status, skip_reason, variant_id) "  # noqa: S608 - as above
+            "SELECT channel, status, skip_reason, variant_id, count(*) FROM written GROUP BY 1, 2, 3, 4"
+        )
     with connection.cursor() as cursor:
-        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_duplicates else ""), params)
-        return cursor.rowcount
+        cursor.execute(sql, params)
+        return cursor.fetchall() if counted else cursor.rowcount
 
 
 def _param(value) -> tuple[str, list]:
@@ -367,6 +382,7 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL jit = off")
                 cursor.execute("SET LOCAL work_mem = '64MB'")
+        plan = None
         if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
             for index, step in enumerate(steps):
                 quiet = step.account.channel in QUIET_CHANNELS
@@ -388,8 +404,14 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
                 "send_after": (f"CASE WHEN {reached} THEN {send_after} END", send_after_params),
                 "address": _by_step(steps, lambda s: _address_sql(s.account.channel), "''"),
             }
-            insert(source, values)
-        plan = summarize(send)
+            if connection.vendor == "postgresql" and not replanning:
+                # One row per contact, all written by this statement: its RETURNING is the summary.
+                plan = _plan(campaign, insert(source, values, counted=True))
+                plan.targeted = plan.queued + sum(plan.skipped.values())
+            else:
+                insert(source, values)
+        if plan is None:
+            plan = summarize(send)
         Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
     return plan
 
@@ -415,23 +437,30 @@ def _address_sql(channel: str) -> tuple[str, list]:
 
 
 def summarize(send: Send) -> Plan:
-    plan = Plan()
+    """The send's plan as its messages say: what re-planning and every-channel plans report."""
     rows = Message.objects.filter(send=send).values("channel", "status", "skip_reason", "contact_id")
     counts = (
         Message.objects.filter(send=send)
         .order_by()
-        .values("channel", "status", "skip_reason", "variant__name")
+        .values_list("channel", "status", "skip_reason", "variant_id")
         .annotate(n=Count("id"))
     )
-    contacts = rows.order_by().values("contact_id").distinct().count()
-    for row in counts:
-        if row["status"] == MessageStatus.SKIPPED:
-            plan.skipped[row["skip_reason"]] = plan.skipped.get(row["skip_reason"], 0) + row["n"]
+    plan = _plan(send.campaign, counts)
+    plan.targeted = rows.order_by().values("contact_id").distinct().count()
+    return plan
+
+
+def _plan(campaign: Campaign, counts) -> Plan:
+    """A ``Plan`` (without ``targeted``) from message counts by (channel, status, skip reason, variant id)."""
+    plan = Plan()
+    names = dict(campaign.variants.values_list("pk", "name"))
+    for channel, status, skip_reason, variant_id, n in counts:
+        if status == MessageStatus.SKIPPED:
+            plan.skipped[skip_reason] = plan.skipped.get(skip_reason, 0) + n
         else:
-            plan.by_channel[row["channel"]] = plan.by_channel.get(row["channel"], 0) + row["n"]
-        if row["variant__name"]:
-            plan.by_variant[row["variant__name"]] = plan.by_variant.get(row["variant__name"], 0) + row["n"]
-    plan.targeted = contacts
+            plan.by_channel[channel] = plan.by_channel.get(channel, 0) + n
+        if variant_id in names:
+            plan.by_variant[names[variant_id]] = plan.by_variant.get(names[variant_id], 0) + n
     return plan
 
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from audiences.models import Consent, Contact, Suppression
 from campaigns import services
 from campaigns.models import CampaignTransition, Message, Send, Variant
-from campaigns.planner import dry_run, plan_send
+from campaigns.planner import dry_run, plan_send, summarize
 from campaigns.tests.factories import account, campaign, contacts, template
 
 
@@ -43,6 +43,7 @@ def test_every_contact_is_accounted_for_with_reasons(brand_a, setup):
     assert Message.objects.get(contact=people[5]).channel == "sms"  # suppressed on email: next channel
     assert Message.objects.get(contact=people[1]).address == people[1].phone
 
+    assert plan == summarize(send)  # counted from the INSERT's RETURNING: what the messages say
     again = plan_send(send)  # re-planning (a crashed launch retried) adds nothing
     assert again.targeted == 19 and Message.objects.count() == 19
 
@@ -58,6 +59,20 @@ def test_every_channel_mode_and_variants_by_deterministic_hash(brand_a, setup):
     assert set(plan.by_variant) == {"A", "B"} and sum(plan.by_variant.values()) == 40
     variant_of = dict(Message.objects.filter(channel="email").values_list("contact_id", "variant__name"))
     assert variant_of == dict(Message.objects.filter(channel="sms").values_list("contact_id", "variant__name"))
+
+
+def test_a_first_reachable_plan_with_variants_reports_what_its_messages_say(brand_a, setup):
+    contact_list, people, email, sms, offer = setup
+    Consent.objects.filter(contact__in=people[:4], channel="email").delete()
+    Consent.objects.filter(contact__in=people[:2], channel="sms").delete()
+    spring = campaign(brand_a, contact_list, [(email, offer), (sms, offer)])
+    Variant.objects.create(campaign=spring, name="A", weight=30)
+    Variant.objects.create(campaign=spring, name="B", weight=70)
+    send = Send.objects.create(campaign=spring, occurrence="once")
+    plan = plan_send(send)
+    assert plan == summarize(send)
+    assert plan.by_channel == {"email": 16, "sms": 2} and plan.skipped == {"no_consent": 2}
+    assert set(plan.by_variant) == {"A", "B"} and sum(plan.by_variant.values()) == plan.targeted == 20
 
 
 def test_every_channel_with_one_channel_twice_writes_one_message_per_contact(brand_a, setup):
