@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -150,12 +151,13 @@ def _neutralize(text: str) -> str:
 
 
 # -- pass 1: is this a text file, which encoding, how many lines ------------------------------------
-def scan(path: Path) -> tuple[str, int]:
-    """``(encoding, line count)``; raises FileRejected for empty, binary or undecodable files."""
+def scan(path: Path) -> tuple[str, int, bool]:
+    """``(encoding, line count, has a quote character)``; raises FileRejected for empty, binary or undecodable files."""
     size = path.stat().st_size
     if size == 0:
         raise FileRejected("The file is empty.")
     lines = 0
+    quoted = False
     last = b""
     utf8 = codecs.getincrementaldecoder("utf-8")()
     utf8_ok = True
@@ -182,6 +184,7 @@ def scan(path: Path) -> tuple[str, int]:
             if utf8_ok:
                 offset += len(block)
             lines += block.count(b"\n")
+            quoted = quoted or b'"' in block
             last = block[-1:]
     if utf8_ok:
         try:
@@ -207,7 +210,7 @@ def scan(path: Path) -> tuple[str, int]:
                         "is neither UTF-8 nor Latin-1. Save the file as 'CSV UTF-8' and upload again."
                     ) from None
                 position += len(block)
-    return encoding, lines
+    return encoding, lines, quoted
 
 
 # -- pass 2: header ---------------------------------------------------------------------------------
@@ -336,6 +339,96 @@ def _validate_batch(layout: Layout, region: str, consent_channel: str, records: 
     return rows, report.items, rejected, records[-1][0] if records else 0
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a validation worker needs besides the batch (inherited by forking, never pickled)."""
+
+    layout: Layout
+    region: str
+    consent_channel: str
+    erased: dict[str, set[str]]
+    delimiter: str
+    copy: bool  # encode the valid rows as COPY text for PostgresLoader instead of returning them
+
+
+STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
+_COPY_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+)
+
+
+def copy_text(rows: list[Row]) -> str:
+    """``STAGE_COLUMNS`` of valid rows in COPY's text format (blank values as NULL), built in the workers."""
+    lines = []
+    for row in rows:
+        values = row.values
+        cells = [str(row.line)]
+        for name in FIELDS:
+            value = values.get(name)
+            cells.append(value.translate(_COPY_ESCAPES) if value else "\\N")
+        cells.append(json.dumps(row.attributes).translate(_COPY_ESCAPES) if row.attributes else "\\N")
+        cells.append("{" + ",".join(f'"{channel}"' for channel in row.consents) + "}" if row.consents else "\\N")
+        lines.append("\t".join(cells))
+    lines.append("")
+    return "\n".join(lines) if rows else ""
+
+
+@dataclass
+class Batch:
+    """One chunk, validated: the valid rows (or their COPY text), and what goes to the report."""
+
+    rows: list[Row]
+    copy: str | None
+    count: int
+    consents: bool
+    errors: list[tuple]
+    rejected: int
+    last_line: int
+
+
+def _line_records(lines: list[str], first_line: int, delimiter: str) -> Iterator[tuple[int, list[str] | None, str]]:
+    """``_records`` of lines that hold one record each (a file without quotes), numbered from ``first_line``."""
+    for line, cells, problem in _records(csv.reader(lines, delimiter=delimiter)):
+        yield line + first_line - 1, cells, problem
+
+
+def _prepare(job: _Job, first_line: int, lines: list[str] | None, records: list | None) -> Batch:
+    """Read (when given raw lines), validate and de-duplicate one chunk; pure Python, no database."""
+    if records is None:
+        records = list(_line_records(lines, first_line, job.delimiter))
+    rows, errors, rejected, last_line = _validate_batch(job.layout, job.region, job.consent_channel, records)
+    report = _Collected()
+    report.items = errors  # the key errors of a chunk follow its validation errors, as they always did
+    keys: dict[tuple[str, str], int] = {}
+    chunk = []
+    for row in rows:
+        if _check_keys(row, job.layout, keys, job.erased, report) is None:
+            rejected += 1
+        else:
+            chunk.append(row)
+    return Batch(
+        rows=[] if job.copy else chunk,
+        copy=copy_text(chunk) if job.copy else None,
+        count=len(chunk),
+        consents=any(row.consents for row in chunk),
+        errors=report.items,
+        rejected=rejected,
+        last_line=last_line,
+    )
+
+
+_WORKER_JOB: _Job | None = None
+
+
+def _start_worker(job: _Job) -> None:
+    global _WORKER_JOB  # set once in each forked worker
+    _WORKER_JOB = job
+
+
+def _prepare_in_worker(first_line: int, lines: list[str] | None, records: list | None) -> Batch:
+    return _prepare(_WORKER_JOB, first_line, lines, records)
+
+
 def _batches(records, size: int) -> Iterator[list]:
     batch = []
     for record in records:
@@ -347,56 +440,46 @@ def _batches(records, size: int) -> Iterator[list]:
         yield batch
 
 
-def _validated(layout: Layout, records, region: str, consent_channel: str, size: int, workers: int) -> Iterator:
-    """Validated batches in file order; with ``workers`` > 1, validated in forked processes.
+def _work(fh, reader, records, quoted: bool, size: int) -> Iterator[tuple[int, list[str] | None, list | None]]:
+    """The chunks of the file after its header: raw lines, or records parsed here when the file has quotes.
 
-    Phone parsing dominates the import's CPU time, so big files are validated on every core
-    while this process feeds PostgreSQL. The workers only compute (no database, no files).
+    Without a quote character every line is one record, so workers can parse their own lines and
+    this process only hands them out; a quoted cell may span lines, so such files are parsed here.
     """
-    batches = _batches(records, size)
+    if quoted:
+        for batch in _batches(records, size):
+            yield 0, None, batch
+        return
+    first_line = reader.line_num + 1
+    while lines := list(itertools.islice(fh, size)):
+        yield first_line, lines, None
+        first_line += len(lines)
+
+
+def _prepared(job: _Job, work, workers: int) -> Iterator[Batch]:
+    """Prepared chunks in file order; with ``workers`` > 1, prepared in forked processes.
+
+    Parsing and validating (phone numbers above all) is most of the import's CPU time, so big
+    files are prepared on every core while this process feeds PostgreSQL. The workers only
+    compute (no database, no files).
+    """
     if workers <= 1:
-        for batch in batches:
-            yield _validate_batch(layout, region, consent_channel, batch)
+        for item in work:
+            yield _prepare(job, *item)
         return
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
         pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.submit(_validate_batch, layout, region, consent_channel, batch))
+        for item in work:
+            pending.append(pool.submit(_prepare_in_worker, *item))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _chunks(
-    layout: Layout,
-    records,
-    region: str,
-    consent_channel: str,
-    erased: dict[str, set[str]],
-    report,
-    summary,
-    size,
-    workers: int = 1,
-) -> Iterator[list[Row]]:
-    """Valid rows in chunks; in-chunk duplicates and erased addresses are rejected here."""
-    for rows, errors, rejected, last_line in _validated(layout, records, region, consent_channel, size, workers):
-        for error in errors:
-            report.add(*error)
-        summary.rejected += rejected
-        summary.rows_done = max(summary.rows_done, last_line - 1)
-        keys: dict[tuple[str, str], int] = {}
-        chunk = []
-        for row in rows:
-            if _check_keys(row, layout, keys, erased, report) is None:
-                summary.rejected += 1
-            else:
-                chunk.append(row)
-        yield chunk  # possibly empty: the caller still reports progress
 
 
 def _check_keys(row: Row, layout: Layout, keys: dict, erased: dict[str, set[str]], report) -> Row | None:
@@ -448,7 +531,7 @@ def import_csv(
         raise FileRejected(f"Unknown consent channel {consent_channel!r}.")
     if target_list is not None and target_list.brand_id != brand.pk:
         raise FileRejected("The target list belongs to another brand.")
-    encoding, lines = scan(path)
+    encoding, lines, quoted = scan(path)
     summary = Summary(total_rows=max(lines - 1, 0), encoding=encoding)
     report = ErrorReport(errors if errors is not None else io.StringIO())
     with path.open(encoding=encoding, newline="") as fh:
@@ -468,15 +551,16 @@ def import_csv(
         loader = (PostgresLoader if fast else PortableLoader)(brand, target_list, source[:200], actor[:150], report)
         if workers is None:
             workers = min(PARALLEL_WORKERS, os.cpu_count() or 1) if summary.total_rows >= PARALLEL_FROM_ROWS else 1
-        chunks = _chunks(
-            layout, records, brand.default_region, consent_channel, _erased(brand), report, summary, chunk_rows,
-            workers,
-        )  # fmt: skip
+        job = _Job(layout, brand.default_region, consent_channel, _erased(brand), summary.delimiter, copy=fast)
         try:
-            for chunk in chunks:
-                if chunk:
+            for batch in _prepared(job, _work(fh, reader, records, quoted, chunk_rows), workers):
+                for error in batch.errors:
+                    report.add(*error)
+                summary.rejected += batch.rejected
+                summary.rows_done = max(summary.rows_done, batch.last_line - 1)
+                if batch.count:
                     with transaction.atomic():
-                        loader.load(chunk, summary)
+                        loader.load(batch, summary)
                 if progress:
                     progress(summary)
         finally:
@@ -489,8 +573,6 @@ def import_csv(
 
 class PostgresLoader:
     """COPY each chunk into a temporary staging table, then a handful of set-based statements."""
-
-    STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
 
     def __init__(self, brand, target_list, source, actor, report):
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
@@ -512,20 +594,11 @@ class PostgresLoader:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
 
-    def load(self, rows: list[Row], summary: Summary) -> None:
+    def load(self, batch: Batch, summary: Summary) -> None:
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE import_stage")
-            with cursor.cursor.copy(f"COPY import_stage ({', '.join(self.STAGE_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    values = row.values
-                    copy.write_row(
-                        (
-                            row.line,
-                            *(values.get(f) or None for f in FIELDS),
-                            json.dumps(row.attributes) if row.attributes else None,
-                            row.consents or None,
-                        )
-                    )
+            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+                copy.write(batch.copy)
             self._match(cursor)
             self._reject(
                 cursor,
@@ -553,7 +626,7 @@ class PostgresLoader:
             summary.updated += updated
             summary.unchanged += matched - updated
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
-            if any(row.consents for row in rows):
+            if batch.consents:
                 self._consent(cursor)
             if self.target_list is not None:
                 cursor.execute(
@@ -640,7 +713,8 @@ class PortableLoader:
     def close(self):
         self.done.clear()
 
-    def load(self, rows: list[Row], summary: Summary) -> None:
+    def load(self, batch: Batch, summary: Summary) -> None:
+        rows = batch.rows
         existing = self._existing(rows)
         new: list[tuple[Row, Contact]] = []
         changed: list[Contact] = []
