@@ -136,6 +136,8 @@ def clean_contact_fields(raw: dict, region: str) -> tuple[dict, dict[str, str]]:
 
 
 def _text(value) -> str:
+    if type(value) is str:  # what CSV cells always are: the common case first
+        return value
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int):

@@ -35,7 +35,7 @@ class _Region:
     general: re.Pattern | None
     lengths: tuple[int, ...]  # the general description's possible lengths, sorted
     local_lengths: frozenset[int]
-    types: tuple[tuple[frozenset[int], re.Pattern], ...]  # the number types that make a number valid
+    types: re.Pattern | None  # the general pattern and any number type that makes a number valid, as one
     national_prefix: re.Pattern | None
     transform_rule: str
     idd: re.Pattern | None
@@ -46,10 +46,9 @@ class _Region:
 
     def is_valid(self, number: str) -> bool:
         """``_number_type_helper(number) != UNKNOWN``."""
-        size = len(number)
-        if (self.lengths and size not in self.lengths) or not self.matches_general(number):
+        if (self.lengths and len(number) not in self.lengths) or self.types is None:
             return False
-        return any((not lengths or size in lengths) and pattern.fullmatch(number) for lengths, pattern in self.types)
+        return self.types.fullmatch(number) is not None
 
     def strip_national_prefix(self, number: str) -> str | None:
         """``_maybe_strip_national_prefix_carrier_code`` (the number part); None: not handled here."""
@@ -85,6 +84,14 @@ class _Region:
         return size in lengths[1:]
 
 
+def _with_lengths(pattern: str, lengths) -> str:
+    """``pattern`` that also requires one of ``lengths`` digits (no lengths: any; [-1] means none, left out)."""
+    if not lengths:
+        return f"(?:{pattern})"
+    sizes = "|".join(rf"\d{{{n}}}" for n in sorted(set(lengths)))
+    return rf"(?=(?:{sizes})\Z)(?:{pattern})"
+
+
 def _compile(pattern: str | None) -> re.Pattern | None:
     return re.compile(pattern) if pattern else None
 
@@ -100,12 +107,16 @@ def _region(code: str) -> _Region | None:
     ]  # fmt: skip
     if not metadata.same_mobile_and_fixed_line_pattern:
         descs.append(metadata.mobile)
-    types = tuple(
-        (frozenset(desc.possible_length), re.compile(desc.national_number_pattern))
-        for desc in descs
-        if desc is not None and desc.national_number_pattern
-    )
     general = metadata.general_desc
+    # _number_type_helper: the general pattern, then any type whose lengths and pattern both match
+    alternatives = [
+        _with_lengths(desc.national_number_pattern, desc.possible_length)
+        for desc in descs
+        if desc is not None and desc.national_number_pattern and list(desc.possible_length) != [-1]
+    ]
+    types = None
+    if alternatives and general is not None and general.national_number_pattern:
+        types = re.compile(rf"(?=(?:{general.national_number_pattern})\Z)(?:{'|'.join(alternatives)})")
     return _Region(
         code=code,
         country_code=metadata.country_code,
