@@ -574,9 +574,12 @@ def import_csv(
 class PostgresLoader:
     """COPY each chunk into a temporary staging table, then a handful of set-based statements."""
 
+    MIXED = "(id_x <> id_e) OR (id_x <> id_p) OR (id_e <> id_p)"  # keys of different stored contacts
+
     def __init__(self, brand, target_list, source, actor, report):
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
         self.contact = Contact._meta.db_table
+        self.done = False  # import_done holds rows
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
             cursor.execute(
@@ -599,33 +602,29 @@ class PostgresLoader:
             cursor.execute("TRUNCATE import_stage")
             with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
                 copy.write(batch.copy)
-            self._match(cursor)
-            self._reject(
-                cursor,
-                "SELECT line, external_id, email, phone FROM import_stage WHERE"
-                " (id_x <> id_e) OR (id_x <> id_p) OR (id_e <> id_p)",
-                lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
-                           "different contacts"),
-                summary,
-            )  # fmt: skip
-            cursor.execute("UPDATE import_stage SET contact_id = COALESCE(id_x, id_e, id_p)")
-            self._reject(
-                cursor,
-                "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id)",
-                lambda r: ("", "", f"same contact as line {r[1]}"),
-                summary,
-            )
-            cursor.execute(
-                "UPDATE import_stage SET contact_id = nextval(%s), is_new = true WHERE contact_id IS NULL",
-                [self.sequence],
-            )
+            matched, mixed = self._match(cursor)
+            if mixed:
+                matched -= self._reject(
+                    cursor,
+                    f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
+                    lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
+                               "different contacts"),
+                    summary,
+                )  # fmt: skip
+            if matched and self.done:
+                # only a stored contact can have been met before; a new one's id is fresh
+                matched -= self._reject(
+                    cursor,
+                    "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
+                    lambda r: ("", "", f"same contact as line {r[1]}"),
+                    summary,
+                )
             summary.created += self._insert(cursor)
-            cursor.execute("SELECT count(*) FROM import_stage WHERE NOT is_new")
-            matched = cursor.fetchone()[0]
-            updated = self._update(cursor)
+            updated = self._update(cursor) if matched else 0
             summary.updated += updated
             summary.unchanged += matched - updated
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
+            self.done = True
             if batch.consents:
                 self._consent(cursor)
             if self.target_list is not None:
@@ -635,14 +634,27 @@ class PostgresLoader:
                     [self.target_list.pk],
                 )
 
-    def _match(self, cursor):
-        sets = ", ".join(
-            f"{column} = (SELECT c.id FROM {self.contact} c WHERE c.brand_id = %s AND c.{k} = s.{k})"  # noqa: S608
+    def _match(self, cursor) -> tuple[int, int]:
+        """Find each row's stored contact by every key; a row matching none gets a new id from the sequence.
+
+        Returns ``(rows matched, rows whose keys point at different contacts)``.
+        """
+        found = ", ".join(
+            f"(SELECT c.id FROM {self.contact} c WHERE c.brand_id = %s AND c.{k} = s.{k}) AS {column}"  # noqa: S608
             for column, k in (("id_x", "external_id"), ("id_e", "email"), ("id_p", "phone"))
         )
-        cursor.execute(f"UPDATE import_stage s SET {sets}", [self.brand.pk] * 3)  # noqa: S608
+        cursor.execute(
+            "UPDATE import_stage s SET id_x = m.id_x, id_e = m.id_e, id_p = m.id_p,"  # noqa: S608
+            " contact_id = COALESCE(m.id_x, m.id_e, m.id_p, nextval(%s)),"
+            " is_new = (m.id_x IS NULL AND m.id_e IS NULL AND m.id_p IS NULL)"
+            f" FROM (SELECT s.line, {found} FROM import_stage s) m WHERE m.line = s.line",
+            [self.sequence, *[self.brand.pk] * 3],
+        )
+        counts = f"SELECT count(*) FILTER (WHERE NOT is_new), count(*) FILTER (WHERE {self.MIXED}) FROM import_stage"  # noqa: S608
+        cursor.execute(counts)
+        return cursor.fetchone()
 
-    def _reject(self, cursor, query, describe, summary):
+    def _reject(self, cursor, query, describe, summary) -> int:
         cursor.execute(query)
         bad = cursor.fetchall()
         for record in bad:
@@ -651,6 +663,7 @@ class PostgresLoader:
         if bad:
             cursor.execute("DELETE FROM import_stage WHERE line = ANY(%s)", [[r[0] for r in bad]])
             summary.rejected += len(bad)
+        return len(bad)
 
     def _insert(self, cursor) -> int:
         text = ("first_name", "last_name", "locale", "country", "time_zone")
