@@ -12,8 +12,8 @@ generates var/bench/contacts_<rows>.csv (once), then in child processes (the "wo
    ``ModelResource`` for Contact (the bare baseline) and prints the ratio of rows/s.
 ``--no-reimport`` / ``--no-baseline`` skip steps 2 / 3 (for quick profiling runs). Redis is only
 touched through the settings (REDIS_URL, CELERY_*), which the children inherit from the environment.
-Each figure is printed with the 1-minute load average before and after it and the child's CPU
-seconds (its own plus its validation workers').
+Each figure is printed with the 1-minute load average before and after it, the child's CPU
+seconds (its own plus its validation workers') and its PostgreSQL backend's (from /proc).
 """
 
 import argparse
@@ -75,19 +75,34 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def db_cpu_seconds() -> float:
+    """CPU time of this process's PostgreSQL backend (the server runs on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_fast(path: str, slug: str) -> dict:
     setup_django()
     from audiences.importer import import_csv
     from marketing_hub.models import Brand
 
     brand, _ = Brand.objects.get_or_create(slug=slug, defaults={"name": slug, "default_region": "DE"})
-    started, cpu = time.perf_counter(), cpu_seconds()
+    started, cpu, db_cpu = time.perf_counter(), cpu_seconds(), db_cpu_seconds()
     with open(os.devnull, "w") as errors:
         summary = import_csv(brand, path, errors=errors)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "cpu": cpu_seconds() - cpu,
+        "db_cpu": db_cpu_seconds() - db_cpu,
         "rows": summary.total_rows,
         "summary": summary.line(),
         "peak_rss_mb": peak_rss_mb(),
@@ -117,12 +132,13 @@ def child_baseline(path: str, slug: str, rows: int) -> dict:
     dataset = tablib.Dataset(headers=[*header, "brand", "id"])
     for line in lines[1:]:
         dataset.append([*line.rstrip("\n").split(","), brand.pk, ""])
-    started, cpu = time.perf_counter(), cpu_seconds()
+    started, cpu, db_cpu = time.perf_counter(), cpu_seconds(), db_cpu_seconds()
     result = DefaultContactResource().import_data(dataset, dry_run=False)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "cpu": cpu_seconds() - cpu,
+        "db_cpu": db_cpu_seconds() - db_cpu,
         "rows": rows,
         "errors": result.has_errors(),
         "peak_rss_mb": peak_rss_mb(),
@@ -141,7 +157,9 @@ def run_child(*args) -> dict:
     if out.returncode:
         sys.exit(out.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["load"] = f"load {before} -> {load()}, CPU {result['cpu']:.1f} s"
+    result["load"] = (
+        f"load {before} -> {load()}, CPU {result['cpu']:.1f} s, PostgreSQL backend CPU {result['db_cpu']:.1f} s"
+    )
     return result
 
 
