@@ -2,9 +2,11 @@
 
 Why two passes: the encoding (and whether the file is text at all) can only be decided after
 reading every byte, and nothing may be stored from a file that is then refused. The first pass
-is cheap (bytes only: NUL check, UTF-8 check, line count for the progress bar); the second pass
-decodes, validates each row with ``clean_contact_fields`` (the rules every way in applies) and
-stores chunk by chunk, one transaction per chunk.
+is cheap (bytes only: NUL check, UTF-8 check, line count for the progress bar, whether any quote
+character occurs); the second pass decodes, validates each row with ``clean_contact_fields`` (the
+rules every way in applies) and stores chunk by chunk, one transaction per chunk. Big files are
+read and validated in forked workers, each taking whole chunks of lines when no quote can make a
+record span lines.
 
 Rules decided here (documented for the marketers in the admin's upload page):
 
