@@ -2,9 +2,11 @@
 
 Why two passes: the encoding (and whether the file is text at all) can only be decided after
 reading every byte, and nothing may be stored from a file that is then refused. The first pass
-is cheap (bytes only: NUL check, UTF-8 check, line count for the progress bar); the second pass
-decodes, validates each row with ``clean_contact_fields`` (the rules every way in applies) and
-stores chunk by chunk, one transaction per chunk.
+is cheap (bytes only: NUL check, UTF-8 check, line count for the progress bar, whether any quote
+character occurs); the second pass decodes, validates each row with ``clean_contact_fields`` (the
+rules every way in applies) and stores chunk by chunk, one transaction per chunk. Big files are
+read and validated in forked workers, each taking whole chunks of lines when no quote can make a
+record span lines.
 
 Rules decided here (documented for the marketers in the admin's upload page):
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -150,12 +153,13 @@ def _neutralize(text: str) -> str:
 
 
 # -- pass 1: is this a text file, which encoding, how many lines ------------------------------------
-def scan(path: Path) -> tuple[str, int]:
-    """``(encoding, line count)``; raises FileRejected for empty, binary or undecodable files."""
+def scan(path: Path) -> tuple[str, int, bool]:
+    """``(encoding, line count, has a quote character)``; raises FileRejected for empty, binary or undecodable files."""
     size = path.stat().st_size
     if size == 0:
         raise FileRejected("The file is empty.")
     lines = 0
+    quoted = False
     last = b""
     utf8 = codecs.getincrementaldecoder("utf-8")()
     utf8_ok = True
@@ -182,6 +186,7 @@ def scan(path: Path) -> tuple[str, int]:
             if utf8_ok:
                 offset += len(block)
             lines += block.count(b"\n")
+            quoted = quoted or b'"' in block
             last = block[-1:]
     if utf8_ok:
         try:
@@ -207,7 +212,7 @@ def scan(path: Path) -> tuple[str, int]:
                         "is neither UTF-8 nor Latin-1. Save the file as 'CSV UTF-8' and upload again."
                     ) from None
                 position += len(block)
-    return encoding, lines
+    return encoding, lines, quoted
 
 
 # -- pass 2: header ---------------------------------------------------------------------------------
@@ -336,6 +341,97 @@ def _validate_batch(layout: Layout, region: str, consent_channel: str, records: 
     return rows, report.items, rejected, records[-1][0] if records else 0
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a validation worker needs besides the batch (inherited by forking, never pickled)."""
+
+    layout: Layout
+    region: str
+    consent_channel: str
+    erased: dict[str, set[str]]
+    delimiter: str
+    copy: bool  # encode the valid rows as COPY text for PostgresLoader instead of returning them
+
+
+STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
+_COPY_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+)
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r\b\f\v]")
+
+
+def copy_text(rows: list[Row]) -> str:
+    """``STAGE_COLUMNS`` of valid rows in COPY's text format (blank values as NULL), built in the workers."""
+    lines = []
+    for row in rows:
+        values = row.values
+        cells = [str(row.line)]
+        cells += [values.get(name) or "" for name in FIELDS]
+        cells.append(json.dumps(row.attributes) if row.attributes else "")
+        cells.append("{" + ",".join(f'"{channel}"' for channel in row.consents) + "}" if row.consents else "")
+        if _COPY_SPECIAL.search("".join(cells)):
+            cells = [cell.translate(_COPY_ESCAPES) for cell in cells]
+        lines.append("\t".join(cell or "\\N" for cell in cells))
+    lines.append("")
+    return "\n".join(lines) if rows else ""
+
+
+@dataclass
+class Batch:
+    """One chunk, validated: the valid rows (or their COPY text), and what goes to the report."""
+
+    rows: list[Row]
+    copy: str | None
+    count: int
+    consents: bool
+    errors: list[tuple]
+    rejected: int
+    last_line: int
+
+
+def _line_records(lines: list[str], first_line: int, delimiter: str) -> Iterator[tuple[int, list[str] | None, str]]:
+    """``_records`` of lines that hold one record each (a file without quotes), numbered from ``first_line``."""
+    for line, cells, problem in _records(csv.reader(lines, delimiter=delimiter)):
+        yield line + first_line - 1, cells, problem
+
+
+def _prepare(job: _Job, first_line: int, lines: list[str] | None, records: list | None) -> Batch:
+    """Read (when given raw lines), validate and de-duplicate one chunk; pure Python, no database."""
+    if records is None:
+        records = list(_line_records(lines, first_line, job.delimiter))
+    rows, errors, rejected, last_line = _validate_batch(job.layout, job.region, job.consent_channel, records)
+    report = _Collected()
+    report.items = errors  # the key errors of a chunk follow its validation errors, as they always did
+    keys: dict[tuple[str, str], int] = {}
+    chunk = []
+    for row in rows:
+        if _check_keys(row, job.layout, keys, job.erased, report) is None:
+            rejected += 1
+        else:
+            chunk.append(row)
+    return Batch(
+        rows=[] if job.copy else chunk,
+        copy=copy_text(chunk) if job.copy else None,
+        count=len(chunk),
+        consents=any(row.consents for row in chunk),
+        errors=report.items,
+        rejected=rejected,
+        last_line=last_line,
+    )
+
+
+_WORKER_JOB: _Job | None = None
+
+
+def _start_worker(job: _Job) -> None:
+    global _WORKER_JOB  # set once in each forked worker
+    _WORKER_JOB = job
+
+
+def _prepare_in_worker(first_line: int, lines: list[str] | None, records: list | None) -> Batch:
+    return _prepare(_WORKER_JOB, first_line, lines, records)
+
+
 def _batches(records, size: int) -> Iterator[list]:
     batch = []
     for record in records:
@@ -347,56 +443,46 @@ def _batches(records, size: int) -> Iterator[list]:
         yield batch
 
 
-def _validated(layout: Layout, records, region: str, consent_channel: str, size: int, workers: int) -> Iterator:
-    """Validated batches in file order; with ``workers`` > 1, validated in forked processes.
+def _work(fh, reader, records, quoted: bool, size: int) -> Iterator[tuple[int, list[str] | None, list | None]]:
+    """The chunks of the file after its header: raw lines, or records parsed here when the file has quotes.
 
-    Phone parsing dominates the import's CPU time, so big files are validated on every core
-    while this process feeds PostgreSQL. The workers only compute (no database, no files).
+    Without a quote character every line is one record, so workers can parse their own lines and
+    this process only hands them out; a quoted cell may span lines, so such files are parsed here.
     """
-    batches = _batches(records, size)
+    if quoted:
+        for batch in _batches(records, size):
+            yield 0, None, batch
+        return
+    first_line = reader.line_num + 1
+    while lines := list(itertools.islice(fh, size)):
+        yield first_line, lines, None
+        first_line += len(lines)
+
+
+def _prepared(job: _Job, work, workers: int) -> Iterator[Batch]:
+    """Prepared chunks in file order; with ``workers`` > 1, prepared in forked processes.
+
+    Parsing and validating (phone numbers above all) is most of the import's CPU time, so big
+    files are prepared on every core while this process feeds PostgreSQL. The workers only
+    compute (no database, no files).
+    """
     if workers <= 1:
-        for batch in batches:
-            yield _validate_batch(layout, region, consent_channel, batch)
+        for item in work:
+            yield _prepare(job, *item)
         return
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
         pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.submit(_validate_batch, layout, region, consent_channel, batch))
+        for item in work:
+            pending.append(pool.submit(_prepare_in_worker, *item))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _chunks(
-    layout: Layout,
-    records,
-    region: str,
-    consent_channel: str,
-    erased: dict[str, set[str]],
-    report,
-    summary,
-    size,
-    workers: int = 1,
-) -> Iterator[list[Row]]:
-    """Valid rows in chunks; in-chunk duplicates and erased addresses are rejected here."""
-    for rows, errors, rejected, last_line in _validated(layout, records, region, consent_channel, size, workers):
-        for error in errors:
-            report.add(*error)
-        summary.rejected += rejected
-        summary.rows_done = max(summary.rows_done, last_line - 1)
-        keys: dict[tuple[str, str], int] = {}
-        chunk = []
-        for row in rows:
-            if _check_keys(row, layout, keys, erased, report) is None:
-                summary.rejected += 1
-            else:
-                chunk.append(row)
-        yield chunk  # possibly empty: the caller still reports progress
 
 
 def _check_keys(row: Row, layout: Layout, keys: dict, erased: dict[str, set[str]], report) -> Row | None:
@@ -448,7 +534,7 @@ def import_csv(
         raise FileRejected(f"Unknown consent channel {consent_channel!r}.")
     if target_list is not None and target_list.brand_id != brand.pk:
         raise FileRejected("The target list belongs to another brand.")
-    encoding, lines = scan(path)
+    encoding, lines, quoted = scan(path)
     summary = Summary(total_rows=max(lines - 1, 0), encoding=encoding)
     report = ErrorReport(errors if errors is not None else io.StringIO())
     with path.open(encoding=encoding, newline="") as fh:
@@ -468,15 +554,16 @@ def import_csv(
         loader = (PostgresLoader if fast else PortableLoader)(brand, target_list, source[:200], actor[:150], report)
         if workers is None:
             workers = min(PARALLEL_WORKERS, os.cpu_count() or 1) if summary.total_rows >= PARALLEL_FROM_ROWS else 1
-        chunks = _chunks(
-            layout, records, brand.default_region, consent_channel, _erased(brand), report, summary, chunk_rows,
-            workers,
-        )  # fmt: skip
+        job = _Job(layout, brand.default_region, consent_channel, _erased(brand), summary.delimiter, copy=fast)
         try:
-            for chunk in chunks:
-                if chunk:
+            for batch in _prepared(job, _work(fh, reader, records, quoted, chunk_rows), workers):
+                for error in batch.errors:
+                    report.add(*error)
+                summary.rejected += batch.rejected
+                summary.rows_done = max(summary.rows_done, batch.last_line - 1)
+                if batch.count:
                     with transaction.atomic():
-                        loader.load(chunk, summary)
+                        loader.load(batch, summary)
                 if progress:
                     progress(summary)
         finally:
@@ -490,11 +577,12 @@ def import_csv(
 class PostgresLoader:
     """COPY each chunk into a temporary staging table, then a handful of set-based statements."""
 
-    STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
+    MIXED = "(id_x <> id_e) OR (id_x <> id_p) OR (id_e <> id_p)"  # keys of different stored contacts
 
     def __init__(self, brand, target_list, source, actor, report):
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
         self.contact = Contact._meta.db_table
+        self.done = False  # import_done holds rows
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
             cursor.execute(
@@ -512,48 +600,38 @@ class PostgresLoader:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
 
-    def load(self, rows: list[Row], summary: Summary) -> None:
+    def load(self, batch: Batch, summary: Summary) -> None:
         with connection.cursor() as cursor:
+            # the per-row lookups' estimated cost makes PostgreSQL JIT-compile each chunk's statements
+            # (~1.5 s a chunk, more than running them); OFFSET 0 below keeps each lookup to one per row
+            cursor.execute("SET LOCAL jit = off")
             cursor.execute("TRUNCATE import_stage")
-            with cursor.cursor.copy(f"COPY import_stage ({', '.join(self.STAGE_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    values = row.values
-                    copy.write_row(
-                        (
-                            row.line,
-                            *(values.get(f) or None for f in FIELDS),
-                            json.dumps(row.attributes) if row.attributes else None,
-                            row.consents or None,
-                        )
-                    )
-            self._match(cursor)
-            self._reject(
-                cursor,
-                "SELECT line, external_id, email, phone FROM import_stage WHERE"
-                " (id_x <> id_e) OR (id_x <> id_p) OR (id_e <> id_p)",
-                lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
-                           "different contacts"),
-                summary,
-            )  # fmt: skip
-            cursor.execute("UPDATE import_stage SET contact_id = COALESCE(id_x, id_e, id_p)")
-            self._reject(
-                cursor,
-                "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id)",
-                lambda r: ("", "", f"same contact as line {r[1]}"),
-                summary,
-            )
-            cursor.execute(
-                "UPDATE import_stage SET contact_id = nextval(%s), is_new = true WHERE contact_id IS NULL",
-                [self.sequence],
-            )
+            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+                copy.write(batch.copy)
+            matched, mixed = self._match(cursor)
+            if mixed:
+                matched -= self._reject(
+                    cursor,
+                    f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
+                    lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
+                               "different contacts"),
+                    summary,
+                )  # fmt: skip
+            if matched and self.done:
+                # only a stored contact can have been met before; a new one's id is fresh
+                matched -= self._reject(
+                    cursor,
+                    "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
+                    lambda r: ("", "", f"same contact as line {r[1]}"),
+                    summary,
+                )
             summary.created += self._insert(cursor)
-            cursor.execute("SELECT count(*) FROM import_stage WHERE NOT is_new")
-            matched = cursor.fetchone()[0]
-            updated = self._update(cursor)
+            updated = self._update(cursor) if matched else 0
             summary.updated += updated
             summary.unchanged += matched - updated
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
-            if any(row.consents for row in rows):
+            self.done = True
+            if batch.consents:
                 self._consent(cursor)
             if self.target_list is not None:
                 cursor.execute(
@@ -562,14 +640,27 @@ class PostgresLoader:
                     [self.target_list.pk],
                 )
 
-    def _match(self, cursor):
-        sets = ", ".join(
-            f"{column} = (SELECT c.id FROM {self.contact} c WHERE c.brand_id = %s AND c.{k} = s.{k})"  # noqa: S608
+    def _match(self, cursor) -> tuple[int, int]:
+        """Find each row's stored contact by every key; a row matching none gets a new id from the sequence.
+
+        Returns ``(rows matched, rows whose keys point at different contacts)``.
+        """
+        found = ", ".join(
+            f"(SELECT c.id FROM {self.contact} c WHERE c.brand_id = %s AND c.{k} = s.{k}) AS {column}"  # noqa: S608
             for column, k in (("id_x", "external_id"), ("id_e", "email"), ("id_p", "phone"))
         )
-        cursor.execute(f"UPDATE import_stage s SET {sets}", [self.brand.pk] * 3)  # noqa: S608
+        cursor.execute(
+            "UPDATE import_stage s SET id_x = m.id_x, id_e = m.id_e, id_p = m.id_p,"  # noqa: S608
+            " contact_id = COALESCE(m.id_x, m.id_e, m.id_p, nextval(%s)),"
+            " is_new = (m.id_x IS NULL AND m.id_e IS NULL AND m.id_p IS NULL)"
+            f" FROM (SELECT s.line, {found} FROM import_stage s OFFSET 0) m WHERE m.line = s.line",
+            [self.sequence, *[self.brand.pk] * 3],
+        )
+        counts = f"SELECT count(*) FILTER (WHERE NOT is_new), count(*) FILTER (WHERE {self.MIXED}) FROM import_stage"  # noqa: S608
+        cursor.execute(counts)
+        return cursor.fetchone()
 
-    def _reject(self, cursor, query, describe, summary):
+    def _reject(self, cursor, query, describe, summary) -> int:
         cursor.execute(query)
         bad = cursor.fetchall()
         for record in bad:
@@ -578,6 +669,7 @@ class PostgresLoader:
         if bad:
             cursor.execute("DELETE FROM import_stage WHERE line = ANY(%s)", [[r[0] for r in bad]])
             summary.rejected += len(bad)
+        return len(bad)
 
     def _insert(self, cursor) -> int:
         text = ("first_name", "last_name", "locale", "country", "time_zone")
@@ -640,7 +732,8 @@ class PortableLoader:
     def close(self):
         self.done.clear()
 
-    def load(self, rows: list[Row], summary: Summary) -> None:
+    def load(self, batch: Batch, summary: Summary) -> None:
+        rows = batch.rows
         existing = self._existing(rows)
         new: list[tuple[Row, Contact]] = []
         changed: list[Contact] = []

@@ -10,6 +10,8 @@ import zoneinfo
 
 import phonenumbers
 
+from .phones import fast_e164
+
 # Deliberately plain: one @, a dot in the domain, no spaces. Full RFC 5322 accepts addresses no
 # mail provider will deliver to, and Django's EmailValidator is ~10x slower on a million rows.
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
@@ -28,6 +30,9 @@ def normalize_email(value: str) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_phone(value: str, region: str) -> tuple[str, str]:
+    fast = fast_e164(value, region)
+    if fast is not None:
+        return fast
     try:
         number = phonenumbers.parse(value, region or None)
     except phonenumbers.NumberParseException as exc:
@@ -131,6 +136,8 @@ def clean_contact_fields(raw: dict, region: str) -> tuple[dict, dict[str, str]]:
 
 
 def _text(value) -> str:
+    if type(value) is str:  # what CSV cells always are: the common case first
+        return value
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int):

@@ -3,12 +3,17 @@
     DATABASE_URL=postgres://marketing_hub:marketing_hub@127.0.0.1:5432/marketing_hub \
         .venv/bin/python bench/audiences_import.py [--rows 1000000] [--slice 20000]
 
-Creates (drops first) the database ``mh_bench`` on the server of DATABASE_URL, migrates it,
+Creates (drops first) the database ``mh_bench`` (``--database`` or BENCH_DATABASE to use another
+name) on the server of DATABASE_URL, migrates it,
 generates var/bench/contacts_<rows>.csv (once), then in child processes (the "worker"):
 1. imports the file with ``audiences.importer`` (the fast path), printing wall time, rows/s and
    the child's peak RSS; 2. imports it again (everything unchanged: the matching/update path);
 3. imports a slice of the same rows into a second brand with a DEFAULT django-import-export
    ``ModelResource`` for Contact (the bare baseline) and prints the ratio of rows/s.
+``--no-reimport`` / ``--no-baseline`` skip steps 2 / 3 (for quick profiling runs). Redis is only
+touched through the settings (REDIS_URL, CELERY_*), which the children inherit from the environment.
+Each figure is printed with the 1-minute load average before and after it, the child's CPU
+seconds (its own plus its validation workers') and its PostgreSQL backend's (from /proc).
 """
 
 import argparse
@@ -65,17 +70,43 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def db_cpu_seconds() -> float:
+    """CPU time of this process's PostgreSQL backend (the server runs on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_fast(path: str, slug: str) -> dict:
     setup_django()
     from audiences.importer import import_csv
     from marketing_hub.models import Brand
 
     brand, _ = Brand.objects.get_or_create(slug=slug, defaults={"name": slug, "default_region": "DE"})
-    started = time.perf_counter()
+    started, cpu, db_cpu = time.perf_counter(), cpu_seconds(), db_cpu_seconds()
     with open(os.devnull, "w") as errors:
         summary = import_csv(brand, path, errors=errors)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": summary.total_rows, "summary": summary.line(), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "cpu": cpu_seconds() - cpu,
+        "db_cpu": db_cpu_seconds() - db_cpu,
+        "rows": summary.total_rows,
+        "summary": summary.line(),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child_baseline(path: str, slug: str, rows: int) -> dict:
@@ -101,25 +132,44 @@ def child_baseline(path: str, slug: str, rows: int) -> dict:
     dataset = tablib.Dataset(headers=[*header, "brand", "id"])
     for line in lines[1:]:
         dataset.append([*line.rstrip("\n").split(","), brand.pk, ""])
-    started = time.perf_counter()
+    started, cpu, db_cpu = time.perf_counter(), cpu_seconds(), db_cpu_seconds()
     result = DefaultContactResource().import_data(dataset, dry_run=False)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": rows, "errors": result.has_errors(), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "cpu": cpu_seconds() - cpu,
+        "db_cpu": db_cpu_seconds() - db_cpu,
+        "rows": rows,
+        "errors": result.has_errors(),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def run_child(*args) -> dict:
+    before = load()
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], cwd=ROOT, env=os.environ, capture_output=True, text=True
     )
     if out.returncode:
         sys.exit(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = (
+        f"load {before} -> {load()}, CPU {result['cpu']:.1f} s, PostgreSQL backend CPU {result['db_cpu']:.1f} s"
+    )
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--slice", type=int, default=20_000)
+    parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE", "mh_bench"))
+    parser.add_argument("--no-reimport", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     if args.child:
@@ -129,12 +179,13 @@ def main():
         return
 
     import psycopg
+    from psycopg import sql
 
     admin_url = os.environ["DATABASE_URL"]
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS mh_bench")
-        conn.execute("CREATE DATABASE mh_bench")
-    os.environ["DATABASE_URL"] = database_url("mh_bench")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(args.database)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.database)))
+    os.environ["DATABASE_URL"] = database_url(args.database)
     os.environ.setdefault("VAR_DIR", str(ROOT / "var" / "bench"))
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
 
@@ -149,19 +200,22 @@ def main():
     print(
         f"fast import, new contacts:   {first['rows']:,} rows in {first['seconds']:.1f} s = "
         f"{first['rows'] / first['seconds']:,.0f} rows/s, worker peak RSS {first['peak_rss_mb']:.0f} MB "
-        f"({first['summary']})"
+        f"({first['summary']}; {first['load']})"
     )
-    again = run_child("fast", str(path), "bench")
-    print(
-        f"fast re-import (unchanged):  {again['rows']:,} rows in {again['seconds']:.1f} s = "
-        f"{again['rows'] / again['seconds']:,.0f} rows/s, worker peak RSS {again['peak_rss_mb']:.0f} MB "
-        f"({again['summary']})"
-    )
+    if not args.no_reimport:
+        again = run_child("fast", str(path), "bench")
+        print(
+            f"fast re-import (unchanged):  {again['rows']:,} rows in {again['seconds']:.1f} s = "
+            f"{again['rows'] / again['seconds']:,.0f} rows/s, worker peak RSS {again['peak_rss_mb']:.0f} MB "
+            f"({again['summary']}; {again['load']})"
+        )
+    if args.no_baseline:
+        return
     base = run_child("baseline", str(path), "bench-baseline", str(args.slice))
     base_rate = base["rows"] / base["seconds"]
     print(
         f"default import-export ModelResource: {base['rows']:,} rows in {base['seconds']:.1f} s = "
-        f"{base_rate:,.0f} rows/s, peak RSS {base['peak_rss_mb']:.0f} MB (errors: {base['errors']})"
+        f"{base_rate:,.0f} rows/s, peak RSS {base['peak_rss_mb']:.0f} MB (errors: {base['errors']}; {base['load']})"
     )
     print(f"ratio (fast new rows/s / default rows/s): {first['rows'] / first['seconds'] / base_rate:.0f}x")
 

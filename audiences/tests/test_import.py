@@ -193,3 +193,33 @@ def test_validation_in_worker_processes_gives_the_same_result(tmp_path, brand):
         ("12", "'broken' is not a valid email address"),
         ("42", "same contact as line 3"),
     ]
+
+
+def test_files_without_quotes_read_in_the_workers_give_the_same_rows_and_report(tmp_path, brand):
+    # without a quote character workers parse their own lines; one quoted header cell sends the
+    # same rows through the parse-here path: stored contacts and the report must be identical
+    body = [f"c-{i},user{i}@example.com,0151 {i:08d},Nä\\me\t{i}" for i in range(40)]
+    body[3] = "c-3,broken,,"  # invalid email
+    body[5] = ""  # blank line: skipped
+    body[8] = "c-8,user7@example.com,,"  # same email as line 9, in the same chunk
+    body[12] = "c-12,x@example.com"  # ragged
+    body[20] = "c-1,again@example.com,,"  # same contact as line 3, a later chunk
+    body[30] = "c-30,user30@example.com,+49 151 0000,"  # invalid phone
+    results = []
+    for header, workers in [("id,email,phone,first name", 1), ('id,email,phone,"first name"', 1),
+                            ("id,email,phone,first name", 2), ('id,email,phone,"first name"', 2)]:  # fmt: skip
+        Contact.objects.filter(brand=brand).delete()
+        text = header + "\r\n" + "\r\n".join(body) + "\r\n"
+        summary, errors = run(brand, write(tmp_path, text), chunk_rows=7, workers=workers)
+        stored = sorted(Contact.objects.filter(brand=brand).values_list("external_id", "email", "phone", "first_name"))
+        results.append((summary.line(), summary.rows_done, errors, stored))
+    assert results[0][0] == "34 created, 0 updated, 0 unchanged, 5 rejected"
+    assert [(e["line"], e["reason"]) for e in results[0][2]] == [
+        ("5", "'broken' is not a valid email address"),
+        ("14", "the row has 2 cells but the header has 4"),  # a chunk's row errors come before its duplicates
+        ("10", "same email as line 9"),
+        ("22", "same contact as line 3"),
+        ("32", "'+49 151 0000' is not a valid phone number for region DE"),
+    ]
+    assert ("c-0", "user0@example.com", "+4915100000000", "Nä\\me\t0") in results[0][3]
+    assert results[1] == results[0] and results[2] == results[0] and results[3] == results[0]
