@@ -3,6 +3,11 @@
 The SDK has no base-URL setting: a ``TwilioHttpClient`` subclass swaps ``https://api.twilio.com``
 for the account's base URL (a regional endpoint or the sandbox) and keeps the last response's
 headers, because ``Retry-After`` is not on the SDK's exception.
+
+A message is created with the SDK's own request path (``client.api.v2010.request`` → ``Client.request``:
+its URL, headers, authentication and HTTP client) and its own error parsing (``Version.exception``),
+with the form fields of ``client.messages.create``; of the answer only the sid and the segment count are read, so no
+``MessageInstance`` (30-odd parsed fields and a context) is built per message.
 """
 
 import base64
@@ -12,6 +17,7 @@ from urllib.parse import urlencode
 
 import requests
 import urllib3
+from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -23,6 +29,11 @@ from . import register
 from .base import BaseAdapter, OutboundMessage, SendResult
 
 TWILIO_API = "https://api.twilio.com"
+# The form fields of ``messages.create`` for the parameters we use, in the SDK's order.
+FORM_FIELDS = (("to", "To"), ("status_callback", "StatusCallback"), ("content_variables", "ContentVariables"),
+               ("from_", "From"), ("messaging_service_sid", "MessagingServiceSid"), ("body", "Body"),
+               ("content_sid", "ContentSid"))  # fmt: skip
+CREATE_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
 
 
 class _HttpClient(TwilioHttpClient):
@@ -130,10 +141,23 @@ class TwilioSmsAdapter(BaseAdapter):
             params["status_callback"] = f"{self.config.status_callback_url}?m={message.message_id}"
         return params
 
+    def _create(self, client: Client, params: dict) -> dict:
+        """``client.messages.create(**params)``, answering the JSON instead of a MessageInstance."""
+        unknown = set(params) - {name for name, _ in FORM_FIELDS}
+        if unknown:
+            raise TypeError(f"unexpected message parameters {sorted(unknown)}")
+        data = values.of({field: params.get(name, values.unset) for name, field in FORM_FIELDS})
+        version = client.api.v2010  # its request() goes through client.request: the SDK's URL, headers, auth
+        uri = f"/Accounts/{client.account_sid}/Messages.json"
+        response = version.request("POST", uri, data=data, headers=dict(CREATE_HEADERS))
+        if not 200 <= response.status_code < 300:
+            raise version.exception("POST", uri, response, "Unable to create record")
+        return json.loads(response.text) if response.text else {}
+
     def send_one(self, message: OutboundMessage) -> SendResult:
         client, http = self._client()
         try:
-            created = client.messages.create(**self.params(message))
+            created = self._create(client, self.params(message))
         except TwilioRestException as exc:
             raise self.classify(
                 exc.msg, status=exc.status, code=exc.code, retry_after=_retry_after(http.last_headers)
@@ -142,8 +166,8 @@ class TwilioSmsAdapter(BaseAdapter):
             raise self.classify(str(exc), status=getattr(exc, "status", None)) from None
         except requests.RequestException as exc:  # the SDK lets network failures and time-outs through
             raise self.classify(f"Twilio unreachable: {exc}", status=None, code="network") from None
-        segments = int(created.num_segments or 0) or sms_segments(message.body)[1]
-        return SendResult(message.message_id, accepted=True, provider_message_id=created.sid, segments=segments)
+        segments = int(created.get("num_segments") or 0) or sms_segments(message.body)[1]
+        return SendResult(message.message_id, accepted=True, provider_message_id=created.get("sid"), segments=segments)
 
     def send(self, batch: list[OutboundMessage]) -> list[SendResult]:
         return self.send_each(batch, self.send_one)
