@@ -192,3 +192,27 @@ def test_unsubscribe_tokens_are_exactly_djangos_signed_tokens(monkeypatch, setti
         token = sender.unsubscribe_token(message)
         assert token == signing.dumps([123456, 654321, "email"], salt=sender.UNSUBSCRIBE_SALT, compress=True)
         assert signing.loads(token, salt=sender.UNSUBSCRIBE_SALT) == [123456, 654321, "email"]
+
+
+def test_a_claim_that_fills_the_rate_window_says_when_it_frees_instead_of_asking_for_another_round(brand_a, sandbox):
+    """The dispatch task sleeps until a full rate window frees; a round right after the claim that
+    filled it would only find no capacity (the hub's CPU at a limit of 100/s)."""
+    contact_list, _ = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
+    assert "again" not in report and 0.9 < report["free_in"] <= 1.0
+
+
+def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(brand_a, sandbox, monkeypatch):
+    contact_list, _ = contacts(brand_a, 30, consent=("email",))
+    email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
+    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 20)
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 20
+    assert report == {"again": True}
+    report = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
+    assert report == {}  # everything due is claimed: nothing to come back for
