@@ -216,3 +216,37 @@ def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(
     report = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
     assert report == {}  # everything due is claimed: nothing to come back for
+
+
+def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
+    """The batch's outcomes travel as one JSON document: quotes, backslashes, braces, non-ASCII,
+    empty and missing values, timestamps and amounts come back as they were set."""
+    from decimal import Decimal
+
+    contact_list, _ = contacts(brand_a, 3, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    ids = list(Message.objects.filter(campaign=spring).order_by("id").values_list("id", flat=True))
+    Message.objects.filter(pk__in=ids).update(status="queued")
+    claimed = sender._claim(ids)
+    assert [m.pk for m in claimed] == ids
+    now = timezone.now()
+    later = now + dt.timedelta(seconds=1234, microseconds=567)
+    awkward = "a \"quoted\" \\ back{slash}, [x] \u00e9\u4e2d \U0001f600 'single' NULL"
+    values = [
+        {"status": "sent", "provider_message_id": "SM" + "f" * 98, "sent_at": now, "segments": 3,
+         "cost": Decimal("0.02250"), "error_code": "", "error_message": ""},
+        {"status": "pending", "send_after": later, "error_code": "20429", "error_message": awkward},
+        {"status": "failed", "error_code": "21211", "error_message": "", "sent_at": None, "send_after": None},
+    ]  # fmt: skip
+    for message, changes in zip(claimed, values, strict=True):
+        message.attempts += 1
+        for name, value in changes.items():
+            setattr(message, name, value)
+    sender._write_outcomes(claimed, now)
+    rows = {row["id"]: row for row in Message.objects.filter(pk__in=ids).values()}
+    for message, changes in zip(claimed, values, strict=True):
+        row = rows[message.pk]
+        assert row["attempts"] == 1 and row["updated_at"] == now
+        for name, value in changes.items():
+            assert row[name] == value, name
