@@ -3,9 +3,10 @@
     DATABASE_URL=postgres://marketing_hub:marketing_hub@127.0.0.1:5432/marketing_hub \
         .venv/bin/python bench/campaigns_send.py [--emails 100000] [--sms 100000] [--limited 6000]
 
-Creates (drops first) the database ``mh_bench_send`` on the server of DATABASE_URL and migrates it;
-Redis dbs 5 (cache, rate limits), 6 (broker) and 7 (results) are flushed and used. The provider
-sandbox runs in its own process (no callbacks, bodies not recorded); ``--workers`` Celery workers
+Creates (drops first) the database ``mh_bench_send`` (``--db-name``) on the server of DATABASE_URL and
+migrates it; Redis dbs 5 (cache, rate limits), 6 (broker) and 7 (results) (``--redis-dbs 5,6,7``, server
+``--redis``) are flushed and used. The provider sandbox runs in its own process on a free port
+(``--sandbox-port`` to choose one; no callbacks, bodies not recorded); ``--workers`` Celery workers
 (prefork, ``--concurrency`` processes each) and beat run as real subprocesses, as in production.
 
 1. EMAIL: a campaign to ``--emails`` contacts through a SendGrid account (rate 1,000,000/s, no
@@ -35,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-DB_NAME = "mh_bench_send"
-REDIS = "redis://127.0.0.1:6379"
+DB_NAME = "mh_bench_send"  # --db-name / BENCH_DB_NAME
+REDIS = "redis://127.0.0.1:6379"  # --redis / BENCH_REDIS
+REDIS_DBS = (5, 6, 7)  # cache and rate limits, broker, results: --redis-dbs / BENCH_REDIS_DBS
 OPEN = ("pending", "queued", "sending")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -89,18 +91,24 @@ def prepare_environment(args) -> None:
     import psycopg
     import redis
 
+    global DB_NAME, REDIS, REDIS_DBS
+    # campaigns_chaos.py shares this set-up without these flags: the defaults then.
+    DB_NAME, REDIS = getattr(args, "db_name", DB_NAME), getattr(args, "redis", REDIS).rstrip("/")
+    REDIS_DBS = tuple(int(n) for n in str(getattr(args, "redis_dbs", "5,6,7")).split(","))
+    if len(REDIS_DBS) != 3 or not DB_NAME.isidentifier():
+        raise SystemExit("--redis-dbs takes three numbers (cache, broker, results); --db-name a plain identifier")
     admin_url = os.environ["DATABASE_URL"]
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
     os.environ.update({
-        "DATABASE_URL": database_url(DB_NAME), "REDIS_URL": f"{REDIS}/5", "CELERY_BROKER_URL": f"{REDIS}/6",
-        "CELERY_RESULT_BACKEND": f"{REDIS}/7", "VAR_DIR": str(ROOT / "var" / "bench-send"), "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url(DB_NAME), "REDIS_URL": f"{REDIS}/{REDIS_DBS[0]}",
+        "CELERY_BROKER_URL": f"{REDIS}/{REDIS_DBS[1]}", "CELERY_RESULT_BACKEND": f"{REDIS}/{REDIS_DBS[2]}", "VAR_DIR": str(ROOT / "var" / "bench-send"), "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "marketing_hub.settings", "CONN_MAX_AGE": "60",
         "PUBLIC_BASE_URL": args.public_url,
     })  # fmt: skip
     Path(os.environ["VAR_DIR"]).mkdir(parents=True, exist_ok=True)
-    for db in (5, 6, 7):
+    for db in REDIS_DBS:
         redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
     subprocess.run([sys.executable, "manage.py", "install_schedules"], cwd=ROOT, check=True, capture_output=True)
@@ -147,6 +155,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
     sandbox_call(sandbox_url, "/_sandbox/reset", {})
     created = campaign(brand, contact_list, [(acc, tpl)], name=f"bench {acc.channel} {time.time()}")
     cpu_before, pg_before = group_cpu_seconds(hub.pgids()), postgres_cpu_seconds()
+    beat_before = group_cpu_seconds([hub.beat.pid])
     started = time.perf_counter()
     services.launch(created, "bench")
     planned = time.perf_counter() - started
@@ -161,6 +170,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
             break
     seconds = time.perf_counter() - started
     cpu = group_cpu_seconds(hub.pgids()) - cpu_before
+    beat_cpu = group_cpu_seconds([hub.beat.pid]) - beat_before
     pg_cpu = postgres_cpu_seconds() - pg_before
     # The steady rate: from 10 % to 90 % done (no planning, no start-up, no tail).
     low = next((s for s in samples if s[1] >= 0.1 * expected), samples[0])
@@ -173,7 +183,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
     return {
         "seconds": seconds, "planned": planned, "first_sent": first_sent_at, "open_left": open_left,
         "statuses": statuses, "received": counts["total"], "addresses": counts["addresses"],
-        "duplicates": len(counts["duplicates"]), "cpu": cpu, "pg_cpu": pg_cpu, "steady": steady, "load": load(),
+        "duplicates": len(counts["duplicates"]), "cpu": cpu, "beat_cpu": beat_cpu, "pg_cpu": pg_cpu, "steady": steady, "load": load(),
     }  # fmt: skip
 
 
@@ -216,7 +226,8 @@ def report(label: str, n: int, result: dict, goal: str, bare: float | None = Non
     line = (
         f"{label}: {n:,} msgs launch->all sent {result['seconds']:.1f} s = {rate:,.0f} msgs/s "
         f"(planning {result['planned']:.1f} s, first sent at {result['first_sent'] or 0:.1f} s, "
-        f"steady 10-90 % {result['steady']:,.0f}/s; CPU s: worker+beat {result['cpu']:.1f}, "
+        f"steady 10-90 % {result['steady']:,.0f}/s; CPU s: worker+beat {result['cpu']:.1f} "
+        f"(beat {result['beat_cpu']:.1f}), "
         f"postgres {result['pg_cpu']:.1f})"
     )
     if bare:
@@ -237,6 +248,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--public-url", default="http://127.0.0.1:9")  # no callbacks in this benchmark
+    parser.add_argument("--db-name", default=os.environ.get("BENCH_DB_NAME", DB_NAME))
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS", REDIS))
+    parser.add_argument("--redis-dbs", default=os.environ.get("BENCH_REDIS_DBS", ",".join(map(str, REDIS_DBS))))
+    parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("BENCH_SANDBOX_PORT", 0)))
     parser.add_argument("--profile", choices=["email", "sms"], help="in-process cProfile of dispatch + send only")
     args = parser.parse_args()
 
@@ -247,7 +262,7 @@ def main() -> None:
     from campaigns.tests.factories import contacts, template
     from marketing_hub.tests.factories import BrandFactory
 
-    sandbox, sandbox_url = start_sandbox(callbacks=False)
+    sandbox, sandbox_url = start_sandbox(callbacks=False, port=args.sandbox_port)
     hub = None
     try:
         brand = BrandFactory(slug="bench", name="Bench")
@@ -360,13 +375,13 @@ def _account(brand, channel: str, sandbox_url: str, rate: float):
     return created
 
 
-def start_sandbox(callbacks: bool, **settings) -> tuple[subprocess.Popen, str]:
-    """The provider sandbox in its own process (its CPU is not ours), bodies not recorded."""
+def start_sandbox(callbacks: bool, port: int = 0, **settings) -> tuple[subprocess.Popen, str]:
+    """The provider sandbox in its own process (its CPU is not ours), bodies not recorded; port 0: a free one."""
     from channels.sandbox import spawn
 
     env = {**os.environ, "SANDBOX_CALLBACKS": str(callbacks).lower(), "SANDBOX_RECORD_BODIES": "false"}
     env.update({f"SANDBOX_{key.upper()}": str(value) for key, value in settings.items()})
-    return spawn(env, log=open(Path(os.environ["VAR_DIR"]) / "sandbox.log", "a"))
+    return spawn(env, log=open(Path(os.environ["VAR_DIR"]) / "sandbox.log", "a"), port=port)
 
 
 def _list_of(brand, name: str, members: list):

@@ -87,7 +87,9 @@ def dispatch(now: dt.datetime | None = None, enqueue=None, report: dict | None =
 
     ``enqueue(channel, ids)`` hands a batch to the sender (a Celery task by default); tests of the
     day-by-day quota pass a function that sends in-process. ``report["free_in"]`` is set when an
-    account had due messages but its rate window was full: the seconds until a slot frees.
+    account has due messages but its rate window is full (also when this round's claim filled it):
+    the seconds until a slot frees; ``report["again"]`` when an account may have more due messages
+    it could claim at once.
     """
     now = now or timezone.now()
     enqueue = enqueue or _enqueue_task
@@ -121,6 +123,7 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
             .select_for_update(skip_locked=True, of=("self",))
             .values_list("id", "address", "campaign_id")[:limit]
         )
+        fetched = len(rows)
         rows = _within_allowance(rows, allowance)
         if not rows:
             return 0
@@ -137,6 +140,12 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
         size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
         batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
         transaction.on_commit(lambda: [enqueue(account.channel, batch) for batch in batches])
+    if report is not None and fetched >= limit:  # more may be due for this account right now
+        free_in = ratelimit.rate_free_in(account) if capacity < CLAIM_CHUNK else None
+        if free_in is None:
+            report["again"] = True
+        else:  # this claim filled the rate window: the next round is useful only once it frees
+            report["free_in"] = min(report.get("free_in", free_in), free_in)
     return sum(len(b) for b in batches)
 
 

@@ -39,9 +39,22 @@ def _locale_chain(locale: str, default: str) -> list[str]:
     return chain
 
 
+def _contents_by_locale(template: MessageTemplate) -> dict[str, TemplateContent]:
+    """The template's contents by locale; with prefetched contents (the sender's batches) worked out
+    once per prefetch instead of once per recipient."""
+    prefetched = getattr(template, "_prefetched_objects_cache", {}).get("contents")
+    if prefetched is None:
+        return {content.locale: content for content in template.contents.all()}
+    cached = getattr(template, "_contents_by_locale", None)
+    if cached is None or cached[0] is not prefetched:  # a new prefetch (refresh) replaces the list
+        cached = (prefetched, {content.locale: content for content in prefetched})
+        template._contents_by_locale = cached
+    return cached[1]
+
+
 def content_for(template: MessageTemplate, locale: str) -> TemplateContent:
     """The content in ``locale``, its language, or the brand's default locale, in that order."""
-    contents = {content.locale: content for content in template.contents.all()}
+    contents = _contents_by_locale(template)
     for candidate in _locale_chain(locale or "", template.brand.default_locale):
         if candidate in contents:
             return contents[candidate]

@@ -63,7 +63,7 @@ class _UnsubscribeSigner:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     def dumps(self, value) -> str:
-        data = json.dumps(value, separators=(",", ":")).encode("latin-1")
+        data = _compact_json(value).encode("latin-1")
         compressed = zlib.compress(data)
         if len(compressed) < len(data) - 1:
             encoded = "." + signing.b64_encode(compressed).decode()
@@ -73,6 +73,22 @@ class _UnsubscribeSigner:
         mac = self._mac.copy()
         mac.update(signed.encode())
         return f"{signed}:{signing.b64_encode(mac.digest()).decode()}"
+
+
+def _compact_json(value) -> str:
+    """``json.dumps(value, separators=(",", ":"))``; a token's [id, contact id, channel] without the
+    encoder's set-up (a third of a token's cost)."""
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and isinstance(value[2], str)
+        and value[2].isalnum()
+        and value[2].isascii()
+    ):
+        return f'[{value[0]},{value[1]},"{value[2]}"]'
+    return json.dumps(value, separators=(",", ":"))
 
 
 @functools.lru_cache(maxsize=4)
@@ -113,11 +129,25 @@ class _Claimed:
 def pk_in(ids: list[int]) -> Q:
     """``Q(pk__in=ids)``, as ``id = ANY(array)`` on PostgreSQL: one parameter instead of a thousand
     placeholders to compile, quote and parse (a tenth of a claim's CPU)."""
+    return any_of(Message, "id", ids)
+
+
+def any_of(model, field_name: str, values) -> Q:
+    """``Q(<field>__in=values)``; on PostgreSQL ``<column> = ANY(array)`` with the array as one
+    parameter. Integers go as the array's text (``{1,2,3}``): the driver's client-side binding
+    quotes a list element by element in Python, four times slower."""
+    values = list(values)
     if connection.vendor != "postgresql":
-        return Q(pk__in=ids)
-    column = f"{connection.ops.quote_name(Message._meta.db_table)}.{connection.ops.quote_name('id')}"
-    # The identifier comes from the model's metadata; the ids are one parameter.
-    return Q(RawSQL(f"{column} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField()))  # noqa: S611
+        return Q(**{f"{field_name}__in": values})
+    field = model._meta.get_field(field_name)
+    column = f"{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(field.column)}"
+    if field.get_internal_type() in ("AutoField", "BigAutoField", "ForeignKey", "BigIntegerField", "IntegerField"):
+        # int() of each: only digits and signs reach the text, and a non-integer fails here.
+        param, cast = "{" + ",".join(str(int(v)) for v in values) + "}", "bigint[]"
+    else:
+        param, cast = values, "text[]"
+    # The identifier comes from the model's metadata; the values are one parameter.
+    return Q(RawSQL(f"{column} = ANY(%s::{cast})", (param,), output_field=BooleanField()))  # noqa: S611
 
 
 def _claimed_rows(ids: list[int]) -> list[dict]:
@@ -214,14 +244,14 @@ def _still_allowed(messages: list[_Claimed]) -> dict[int, str]:
             continue
         addresses = {m.address for m in group}
         suppressed = set(
-            Suppression.objects.filter(brand_id=group[0].brand_id, channel=channel, address__in=addresses).values_list(
-                "address", flat=True
-            )
+            Suppression.objects.filter(any_of(Suppression, "address", addresses))
+            .filter(brand_id=group[0].brand_id, channel=channel)
+            .values_list("address", flat=True)
         )
         consents = dict(
-            Consent.objects.filter(contact_id__in=[m.contact_id for m in group], channel=channel).values_list(
-                "contact_id", "status"
-            )
+            Consent.objects.filter(any_of(Consent, "contact", {m.contact_id for m in group}))
+            .filter(channel=channel)
+            .values_list("contact_id", "status")
         )
         for message in group:
             if message.address in suppressed:
@@ -344,8 +374,8 @@ def send_batch(ids: list[int]) -> dict[str, int]:
 
 
 def _write_outcomes(messages: list[_Claimed], now) -> None:
-    """All outcomes of a batch in one statement (PostgreSQL: an UPDATE joined to unnest() of one
-    array per field); elsewhere one parameterized UPDATE per message, sent as a batch. Django's
+    """All outcomes of a batch in one statement (PostgreSQL: an UPDATE joined to the rows given as one
+    JSON document); elsewhere one parameterized UPDATE per message, sent as a batch. Django's
     bulk_update builds a CASE per field and row, which costs more than the provider call it records."""
     if not messages:
         return
@@ -363,16 +393,18 @@ def _write_outcomes(messages: list[_Claimed], now) -> None:
             else f"{quote(f.column)} = d.{quote(f.column)}"
             for f in fields
         )
-        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-        columns = ", ".join(quote(f.column) for f in fields)
+        # The rows travel as one JSON document unpacked by json_to_recordset: one string parameter.
+        # As ten typed arrays the driver quoted every element in Python (client-side binding), 25 µs
+        # a message, mostly for the timestamps; json.dumps does the same in C.
+        columns = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
         sql = (
             f"UPDATE {table} AS m SET {assignments}, {quote('updated_at')} = %s "  # noqa: S608
-            f"FROM unnest(%s::bigint[], {arrays}) AS d(id, {columns}) WHERE m.id = d.id"
+            f"FROM json_to_recordset(%s::json) AS d(id bigint, {columns}) WHERE m.id = d.id"
         )
-        # Every value is already what the driver takes (str, int, Decimal, aware datetime): on
-        # PostgreSQL get_db_prep_save returns these unchanged, at a cost of 10 calls a message.
-        params = [now, [m.pk for m in messages]]
-        params += [[getattr(m, f.attname) for m in messages] for f in fields]
+        names = [f.attname for f in fields]
+        rows = [[m.pk, *(getattr(m, name) for name in names)] for m in messages]
+        keys = ["id", *(f.column for f in fields)]
+        params = [now, json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=_json_value)]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
         return
@@ -386,6 +418,15 @@ def _write_outcomes(messages: list[_Claimed], now) -> None:
     rows = [[f.get_db_prep_save(getattr(m, f.attname), connection) for f in fields] + [now, m.pk] for m in messages]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def _json_value(value) -> str:
+    """Timestamps and amounts as PostgreSQL reads them back exactly (ISO 8601 with offset, decimal text)."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as an outcome value")
 
 
 def _call_provider(account: ChannelAccount, outbound: list[OutboundMessage]):

@@ -35,7 +35,7 @@ def dispatch() -> int:
             left = deadline - time.monotonic()
             if left <= 0:
                 return total
-            if queued:
+            if report.get("again") or (queued and "free_in" not in report):
                 pause = BUSY_PAUSE
             elif "free_in" in report:  # sleep until the rate window has room (no polling meanwhile)
                 pause = max(report["free_in"] + 0.005, BUSY_PAUSE)

@@ -211,3 +211,61 @@ def test_unsubscribe_tokens_are_exactly_djangos_signed_tokens(monkeypatch, setti
         token = sender.unsubscribe_token(message)
         assert token == signing.dumps([123456, 654321, "email"], salt=sender.UNSUBSCRIBE_SALT, compress=True)
         assert signing.loads(token, salt=sender.UNSUBSCRIBE_SALT) == [123456, 654321, "email"]
+
+
+def test_a_claim_that_fills_the_rate_window_says_when_it_frees_instead_of_asking_for_another_round(brand_a, sandbox):
+    """The dispatch task sleeps until a full rate window frees; a round right after the claim that
+    filled it would only find no capacity (the hub's CPU at a limit of 100/s)."""
+    contact_list, _ = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
+    assert "again" not in report and 0.9 < report["free_in"] <= 1.0
+
+
+def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(brand_a, sandbox, monkeypatch):
+    contact_list, _ = contacts(brand_a, 30, consent=("email",))
+    email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
+    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 20)
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 20
+    assert report == {"again": True}
+    report = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
+    assert report == {}  # everything due is claimed: nothing to come back for
+
+
+def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
+    """The batch's outcomes travel as one JSON document: quotes, backslashes, braces, non-ASCII,
+    empty and missing values, timestamps and amounts come back as they were set."""
+    from decimal import Decimal
+
+    contact_list, _ = contacts(brand_a, 3, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    ids = list(Message.objects.filter(campaign=spring).order_by("id").values_list("id", flat=True))
+    Message.objects.filter(pk__in=ids).update(status="queued")
+    claimed = sender._claim(ids)
+    assert [m.pk for m in claimed] == ids
+    now = timezone.now()
+    later = now + dt.timedelta(seconds=1234, microseconds=567)
+    awkward = "a \"quoted\" \\ back{slash}, [x] \u00e9\u4e2d \U0001f600 'single' NULL"
+    values = [
+        {"status": "sent", "provider_message_id": "SM" + "f" * 98, "sent_at": now, "segments": 3,
+         "cost": Decimal("0.02250"), "error_code": "", "error_message": ""},
+        {"status": "pending", "send_after": later, "error_code": "20429", "error_message": awkward},
+        {"status": "failed", "error_code": "21211", "error_message": "", "sent_at": None, "send_after": None},
+    ]  # fmt: skip
+    for message, changes in zip(claimed, values, strict=True):
+        message.attempts += 1
+        for name, value in changes.items():
+            setattr(message, name, value)
+    sender._write_outcomes(claimed, now)
+    rows = {row["id"]: row for row in Message.objects.filter(pk__in=ids).values()}
+    for message, changes in zip(claimed, values, strict=True):
+        row = rows[message.pk]
+        assert row["attempts"] == 1 and row["updated_at"] == now
+        for name, value in changes.items():
+            assert row[name] == value, name

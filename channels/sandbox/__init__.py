@@ -23,13 +23,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def spawn(env: dict | None = None, log=subprocess.DEVNULL, timeout: float = 20) -> tuple[subprocess.Popen, str]:
-    """The sandbox in its own process on a free port (as in production and benchmarks), once it answers.
+def spawn(
+    env: dict | None = None, log=subprocess.DEVNULL, timeout: float = 20, port: int = 0
+) -> tuple[subprocess.Popen, str]:
+    """The sandbox in its own process on ``port`` (0: a free one), as in production and benchmarks, once it answers.
 
     ``env`` is the child's whole environment (``SANDBOX_*`` variables configure it); returns the
     process and its base URL.
     """
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "channels.sandbox", "--port", str(port), "--smtp-port", "0"],
         cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=log,

@@ -1,6 +1,7 @@
 """Each adapter through its real SDK against the sandbox over HTTP: the exact payload, the error classes."""
 
 import json
+import time
 
 import pytest
 
@@ -177,6 +178,24 @@ def test_twilio_time_out_is_transient(sandbox):
     assert isinstance(result.error, ProviderTransientError) and result.error.status is None
 
 
+def test_twilio_after_a_time_out_the_next_message_gets_its_own_answer(sandbox):
+    """The kept-alive connection of a timed-out request is dropped: its late answer (for another
+    message) must never be read as the next message's answer."""
+    adapter = get_adapter(config("twilio_sms", sandbox.url, timeout=0.3))
+    (first,) = adapter.send([OutboundMessage(message_id="1", to="+14155550101", body="first")])
+    assert first.accepted
+    sandbox.configure(latency_ms=600)
+    (late,) = adapter.send([OutboundMessage(message_id="2", to="+14155550102", body="late")])
+    assert isinstance(late.error, ProviderTransientError) and late.error.status is None
+    sandbox.configure(latency_ms=0)
+    time.sleep(1.0)  # the late request completes on the sandbox meanwhile
+    (next_one,) = adapter.send([OutboundMessage(message_id="3", to="+14155550103", body="next")])
+    assert next_one.accepted
+    by_to = {r["to"]: r for r in sandbox.requests}  # the sandbox drops the late one: its client left
+    assert next_one.provider_message_id == by_to["+14155550103"]["id"] != first.provider_message_id
+    assert by_to["+14155550103"]["form"]["Body"] == "next"
+
+
 def test_whatsapp_session_text_and_a_messaging_service(sandbox):
     sender = {"messaging_service_sid": "MG" + "2" * 32}
     adapter = get_adapter(config("twilio_whatsapp", sandbox.url, sender=sender))
@@ -190,7 +209,7 @@ def test_whatsapp_session_text_and_a_messaging_service(sandbox):
 
 
 def test_twilio_keeps_requests_when_a_proxy_is_configured(sandbox, monkeypatch):
-    """With a proxy in the environment the fast urllib3 path steps aside; a dead proxy is transient."""
+    """With a proxy in the environment the direct http.client path steps aside; a dead proxy is transient."""
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
