@@ -318,10 +318,11 @@ class Message(models.Model):
     """One message to one contact on one channel: planned, claimed, sent and tracked."""
 
     # A launch writes a row per contact, and every row pays for each index and each foreign-key check:
-    # - campaign, send and contact are served by the leading column of message_campaign_status,
-    #   message_once_per_send and message_contact_recent, variant by a partial index; brand, account and
-    #   template have none (messages are read by campaign, send, contact or status; deleting a brand,
-    #   account or template, rare admin acts, scans instead);
+    # - campaign and contact are served by the leading column of message_campaign_status and
+    #   message_once_per_send (which, led by the contact, also serves the frequency cap, GDPR and the
+    #   contact delete cascade), variant by a partial index; a send's messages are read with their
+    #   campaign; brand, account and template have none (deleting a brand, account, template or send,
+    #   rare admin acts, scans instead);
     # - no foreign key is a database constraint (``db_constraint=False``): PostgreSQL checks each with a
     #   trigger per row, 7 lookups per message, two thirds of planning 1M recipients. Django still
     #   applies on_delete (CASCADE, PROTECT, SET_NULL) when it deletes; the planner locks the launch's
@@ -360,7 +361,7 @@ class Message(models.Model):
         ordering = ["id"]
         constraints = [
             # The planner's guarantee: one message per contact per send per channel.
-            models.UniqueConstraint(fields=["send", "contact", "channel"], name="message_once_per_send"),
+            models.UniqueConstraint(fields=["contact", "send", "channel"], name="message_once_per_send"),
             models.UniqueConstraint(
                 fields=["brand", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
@@ -386,7 +387,6 @@ class Message(models.Model):
                 fields=["provider_message_id"], condition=~models.Q(provider_message_id=""), name="message_provider_id"
             ),
             models.Index(fields=["variant"], condition=models.Q(variant__isnull=False), name="message_variant"),
-            models.Index(fields=["contact", "channel", "sent_at"], name="message_contact_recent"),
         ]
 
     def __str__(self) -> str:

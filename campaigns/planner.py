@@ -368,11 +368,13 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
         # (one row per contact, or per contact and step with every channel), so it skips ON
         # CONFLICT's speculative insertion, which cost ~10 % of the INSERT; re-planning (a retried
         # launch) and every-channel plans with two steps on one channel keep it and add nothing.
-        list(Send.objects.select_for_update(no_key=True).filter(pk=send.pk).values_list("pk", flat=True))
+        # A send's messages and its planned_at are written in this one transaction: a send planned
+        # before is one with planned_at (no look-up of its messages, which have no index by send).
+        locked = Send.objects.select_for_update(no_key=True).values_list("planned_at", flat=True).get(pk=send.pk)
+        replanning = locked is not None
         _hold_referenced_rows(campaign, steps)
         channels = [step.account.channel for step in steps]
         same_channel_twice = campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps)
-        replanning = Message.objects.filter(send=send).exists()
         insert = partial(_insert_select, skip_duplicates=replanning or same_channel_twice)
         if connection.vendor == "postgresql":
             # The statements below cost enough to trigger JIT compilation, which took seconds (more
@@ -438,13 +440,9 @@ def _address_sql(channel: str) -> tuple[str, list]:
 
 def summarize(send: Send) -> Plan:
     """The send's plan as its messages say: what re-planning and every-channel plans report."""
-    rows = Message.objects.filter(send=send).values("channel", "status", "skip_reason", "contact_id")
-    counts = (
-        Message.objects.filter(send=send)
-        .order_by()
-        .values_list("channel", "status", "skip_reason", "variant_id")
-        .annotate(n=Count("id"))
-    )
+    messages = Message.objects.filter(campaign_id=send.campaign_id, send=send)  # through the campaign's index
+    rows = messages.values("channel", "status", "skip_reason", "contact_id")
+    counts = messages.order_by().values_list("channel", "status", "skip_reason", "variant_id").annotate(n=Count("id"))
     plan = _plan(send.campaign, counts)
     plan.targeted = rows.order_by().values("contact_id").distinct().count()
     return plan

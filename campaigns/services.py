@@ -136,7 +136,7 @@ def send_to_rest(campaign: Campaign, winner: Variant, actor: str = "") -> Campai
         Variant.objects.filter(campaign=campaign).exclude(pk=winner.pk).update(weight=0)
         winner.weight = 100
         winner.save(update_fields=["weight"])
-        tested = Message.objects.filter(send__campaign=campaign, send__phase="test").values("contact_id")
+        tested = Message.objects.filter(campaign=campaign, send__phase="test").values("contact_id")
         send, _ = Send.objects.get_or_create(campaign=campaign, occurrence="once", phase="rest")
         plan_send(send, contact_filter=~Q(pk__in=tested))
         if campaign.status in (S.COMPLETED,):
