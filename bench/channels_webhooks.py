@@ -15,6 +15,8 @@ server, e.g. redis://127.0.0.1:6381).
 
 import argparse
 import asyncio
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -22,26 +24,25 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bigdb import load_line
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DB = "mh_bench_webhooks"
 DB_URL = f"postgres://marketing_hub:marketing_hub@127.0.0.1:5432/{DB}"
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 ENV = {
     "DATABASE_URL": DB_URL,
-    "REDIS_URL": os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379") + "/4",
-    "CELERY_BROKER_URL": os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379") + "/5",
+    "REDIS_URL": f"{REDIS}/4",
+    "CELERY_BROKER_URL": f"{REDIS}/5",
     "VAR_DIR": str(ROOT / "var" / "bench"),
     "LOG_LEVEL": "ERROR",
 }
-
-
-def _key():
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-SENDGRID_KEY = _key()
+SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())  # signs the batches; its public half goes to the account
 BARE_APP = """
 def app(environ, start_response):
     environ["wsgi.input"].read()
@@ -108,12 +109,6 @@ def prepare(count: int, public_url: str, email_count: int = 0, public_key: str =
 
 def sendgrid_requests(email, emails, public: str, batch: int) -> list[tuple[str, bytes, dict]]:
     """Signed batches of "delivered" events, one per message, as SendGrid posts them."""
-    import base64
-    import json
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     url = f"{public}/webhooks/sendgrid/{email.pk}/events/"
     now = int(time.time())
     requests = []
@@ -216,7 +211,7 @@ def main() -> None:
         f"(answers {hub_statuses}; {logged} logged, {events} events stored, {delivered} messages delivered)"
     )
     print(f"bare: the same requests to a WSGI app answering 200: {bare_seconds:.1f} s = {bare_rate:,.0f}/s")
-    print(f"ratio hub / bare: {hub_rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{_load()}]")
+    print(f"ratio hub / bare: {hub_rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{load_line()}]")
     if batches:
         moved = Message.objects.filter(account=email, status="delivered").count()
         stored = ProviderEvent.objects.filter(account=email).count()
@@ -228,18 +223,10 @@ def main() -> None:
         print(
             f"bare: the same requests to a WSGI app answering 200: {bare_sg_seconds:.1f} s = {bare_rate:,.0f} events/s"
         )
-        print(f"ratio hub / bare: {rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{_load()}]")
-
-
-def _load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"ratio hub / bare: {rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{load_line()}]")
 
 
 def sendgrid_public_key() -> str:
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-
     der = SENDGRID_KEY.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
