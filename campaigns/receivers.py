@@ -31,9 +31,14 @@ _BEFORE = {
 }
 
 
+def _our_id(event) -> int | None:
+    """Our message id, when the provider echoed it back (SendGrid custom args, Twilio callback URL)."""
+    return int(event.message_id) if event.message_id and event.message_id.isdigit() else None
+
+
 def _messages(event):
-    if event.message_id and event.message_id.isdigit():
-        return Message.objects.filter(pk=int(event.message_id), brand_id=event.brand_id)
+    if _our_id(event) is not None:
+        return Message.objects.filter(pk=_our_id(event), brand_id=event.brand_id)
     if event.provider_message_id:
         return Message.objects.filter(provider_message_id=event.provider_message_id, brand_id=event.brand_id)
     return Message.objects.none()
@@ -62,32 +67,24 @@ def _apply_one(status: str, event, now) -> None:
 def _apply_many(status: str, events: list, now) -> None:
     """``_apply_one`` for each event in one ``UPDATE … FROM unnest(…)`` (PostgreSQL): the events of a
     SendGrid request (up to a thousand) cost one statement per target status, not one each."""
-    by_id: dict[int, object] = {}
-    by_sid = [e for e in events if not (e.message_id and e.message_id.isdigit()) and e.provider_message_id]
+    by_sid = [e.provider_message_id for e in events if _our_id(e) is None and e.provider_message_id]
+    pks_of: dict[str, list[int]] = {}
     if by_sid:
-        found = Message.objects.filter(
-            brand_id=by_sid[0].brand_id, provider_message_id__in=[e.provider_message_id for e in by_sid]
-        ).values_list("provider_message_id", "pk")
-        pks: dict[str, list[int]] = {}
-        for sid, pk in found:
-            pks.setdefault(sid, []).append(pk)
-        for event in by_sid:
-            for pk in pks.get(event.provider_message_id, []):
-                by_id.setdefault(pk, event)
+        found = Message.objects.filter(brand_id=events[0].brand_id, provider_message_id__in=by_sid)
+        for sid, pk in found.values_list("provider_message_id", "pk"):
+            pks_of.setdefault(sid, []).append(pk)
+    by_id: dict[int, object] = {}  # message -> its first event, as one at a time
     for event in events:
-        if event.message_id and event.message_id.isdigit():
-            by_id.setdefault(int(event.message_id), event)
+        pk = _our_id(event)
+        for message_pk in [pk] if pk is not None else pks_of.get(event.provider_message_id, []):
+            by_id.setdefault(message_pk, event)
     if not by_id:
         return
-    columns = {"ids": [], "brands": [], "sids": [], "delivered": [], "codes": [], "texts": []}
+    rows = []
     for pk, event in by_id.items():
         changes = _changes(status, event, now)
-        columns["ids"].append(pk)
-        columns["brands"].append(event.brand_id)
-        columns["sids"].append((event.provider_message_id or "")[:100])
-        columns["delivered"].append(changes.get("delivered_at"))
-        columns["codes"].append(changes.get("error_code", ""))
-        columns["texts"].append(changes.get("error_message", ""))
+        rows.append((pk, event.brand_id, (event.provider_message_id or "")[:100], changes.get("delivered_at"),
+                     changes.get("error_code", ""), changes.get("error_message", "")))  # fmt: skip
     delivered = ", delivered_at = e.delivered" if status == S.DELIVERED else ""
     failed = ", error_code = e.code, error_message = e.text" if status == S.FAILED else ""
     # Our own column names only; every value is a parameter.
@@ -99,7 +96,8 @@ def _apply_many(status: str, events: list, now) -> None:
         "WHERE m.id = e.id AND m.brand_id = e.brand AND m.status = ANY(%s::text[])"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [status, now, *columns.values(), list(_BEFORE[status])])
+        columns = [list(column) for column in zip(*rows, strict=True)]  # ids, brands, sids, delivered, codes, texts
+        cursor.execute(sql, [status, now, *columns, list(_BEFORE[status])])
 
 
 @receiver(delivery_events, dispatch_uid="campaigns.message_status")
