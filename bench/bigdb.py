@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DB_NAME = "mh_bench_plan"
+DB_NAME = os.environ.get("BENCH_DATABASE", "mh_bench_plan")  # another name lets two runs share a server
 
 
 def database_url(name: str = DB_NAME) -> str:

@@ -12,13 +12,15 @@ from audiences.segments import RuleError, compile_rules, evaluate, validate
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 WORDS = st.text(alphabet="abcxyz", min_size=0, max_size=4)
+# Texts whose ->> rendering a number or boolean shares ("5", "true"): equality must still tell them apart.
+MIXED = st.one_of(st.integers(0, 9), WORDS, st.integers(0, 9).map(str), st.sampled_from(["true", "5.0", "[1]"]))
 TIERS = st.sampled_from(["gold", "silver", "premium", "", "Gold"])
 ATTRIBUTES = st.fixed_dictionaries(
     {},
     optional={
         "tier": TIERS,
         "score": st.one_of(st.integers(-5, 50), st.floats(-5, 50, allow_nan=False).map(lambda f: round(f, 2))),
-        "mixed": st.one_of(st.integers(0, 9), WORDS),
+        "mixed": st.one_of(MIXED, st.booleans()),
         "seen": st.dates(dt.date(2026, 1, 1), dt.date(2026, 7, 1)).map(lambda d: d.isoformat()),
     },
 )
@@ -67,8 +69,12 @@ CONDITIONS = st.one_of(
     st.builds(
         lambda op, v: {"field": "attributes.mixed", "op": op, "value": v},
         st.sampled_from(["gt", "lt", "equals", "in"]),
-        st.one_of(st.integers(0, 9), WORDS),
+        MIXED,
     ).map(lambda c: {**c, "value": [c["value"]]} if c["op"] == "in" else c),
+    st.builds(
+        lambda values: {"field": "attributes.mixed", "op": "in", "value": values},
+        st.lists(MIXED, min_size=1, max_size=3),
+    ),
     st.builds(
         lambda key, op: {"field": f"attributes.{key}", "op": op},
         st.sampled_from(["tier", "score", "nothing"]),
@@ -189,3 +195,24 @@ def test_empty_group_selects_everyone_and_consent_reads_the_current_state(brand_
     assert Contact.objects.filter(compile_rules({"and": []})).count() == 1
     rules = {"field": "consent.email", "op": "equals", "value": "subscribed"}
     assert list(Contact.objects.filter(compile_rules(rules))) == [contact]
+
+
+@pytest.mark.django_db
+def test_attribute_equality_tells_a_text_from_a_number_or_boolean_with_the_same_text(brand_a):
+    """On PostgreSQL a text compares as ``->>`` text, where the number 5 and the text "5" look alike."""
+    values = [5, "5", 5.0, True, "true", None, "gold", ["gold"]]
+    ids = [Contact.objects.create(brand=brand_a, attributes={"v": value}).pk for value in values]
+    ids.append(Contact.objects.create(brand=brand_a, attributes={}).pk)  # 8: no such key
+
+    def members(op, value):
+        rules = {"field": "attributes.v", "op": op, "value": value}
+        found = set(
+            Contact.objects.filter(brand=brand_a).filter(compile_rules(rules, NOW)).values_list("pk", flat=True)
+        )
+        return [position for position, pk in enumerate(ids) if pk in found]
+
+    assert members("equals", "5") == [1]
+    assert members("equals", 5) == [0, 2]  # 5 and 5.0 are one number
+    assert members("in", ["true", "gold", 5]) == [0, 2, 4, 6]
+    assert members("not_equals", "gold") == [0, 1, 2, 3, 4, 5, 7, 8]  # a missing key or a null is "not gold"
+    assert members("not_in", ["5", "true"]) == [0, 2, 3, 5, 6, 7, 8]
