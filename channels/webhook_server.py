@@ -20,16 +20,20 @@ account), and the old one is refused at most ``account_ttl`` seconds after the r
 
 import asyncio
 import contextlib
+import json
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from django.conf import settings
 from django.db import connection, transaction
-from django.http import QueryDict
+from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 
 from .models import ChannelAccount, WebhookLog
 from .webhooks import (
@@ -110,22 +114,39 @@ class Accounts:
         return await asyncio.shield(loading)
 
 
+_LOG_COLUMNS = ("account_id", "brand_id", "provider", "kind", "path", "headers", "body", "verdict", "detail", "events",
+                "created_at")  # fmt: skip
+
+
 def _write(batch: list[Pending]) -> None:
     """One transaction for the whole batch: events, what the fresh ones do, every log line."""
+    postgres = connection.vendor == "postgresql"
     with transaction.atomic():
         accepted = [p for p in batch if p.verified is not None]
-        fresh_of = record_batch([(p.account, p.verified.events) for p in accepted])
-        entries = []
+        fresh_of = record_batch([(p.account, p.verified.events) for p in accepted], staged=True)
+        lines = []
         for p, fresh in zip(accepted, fresh_of, strict=True):
             if fresh and p.verified.after:
                 p.verified.after(fresh)
-            entries.append(WebhookLog(**p.log, account=p.account, brand=p.account.brand,
-                                      verdict=p.verified.verdict(fresh), events=len(fresh)))  # fmt: skip
-        for p in batch:
-            if p.rejected is not None:
-                entries.append(WebhookLog(**p.log, account=p.account, brand=p.account.brand if p.account else None,
-                                          verdict=p.rejected.verdict, detail=p.rejected.detail[:300]))  # fmt: skip
-        WebhookLog.objects.bulk_create(entries)
+            lines.append((p, p.verified.verdict(fresh), "", len(fresh)))
+        lines.extend((p, p.rejected.verdict, p.rejected.detail[:300], 0) for p in batch if p.rejected is not None)
+        if not postgres:
+            WebhookLog.objects.bulk_create(
+                WebhookLog(**p.log, account=p.account, brand_id=p.account.brand_id if p.account else None,
+                           verdict=verdict, detail=detail, events=events)
+                for p, verdict, detail, events in lines
+            )  # fmt: skip
+            return
+        now = timezone.now()
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {WebhookLog._meta.db_table} ({', '.join(_LOG_COLUMNS)}) FROM STDIN") as copy,
+        ):  # the log lines formatted in C, not one bound parameter at a time
+            for p, verdict, detail, events in lines:
+                log = p.log
+                copy.write_row((p.account.pk if p.account else None, p.account.brand_id if p.account else None,
+                                log["provider"], log["kind"], log["path"], json.dumps(log["headers"]), log["body"],
+                                verdict, detail, events, now))  # fmt: skip
 
 
 def _answer(p: Pending) -> tuple[int, str, str | None]:
@@ -167,6 +188,7 @@ class GroupCommit:
         self.linger, self.max_batch, self._executor = linger, max_batch, executor
         self._pending: list[Pending] = []
         self._wake, self._full = asyncio.Event(), asyncio.Event()
+        self.committed = self.requests = 0  # batches and requests, for the operator
 
     def submit(self, pending: Pending) -> None:
         self._pending.append(pending)
@@ -191,6 +213,7 @@ class GroupCommit:
                 except Exception:  # the thread pool itself failed: nothing of the batch is known to be stored
                     log.exception("webhook writer failed")
                     answers = [FAILED] * len(batch)
+                self.committed, self.requests = self.committed + 1, self.requests + len(batch)
                 for p, answer in zip(batch, answers, strict=True):
                     if not p.answer.done():  # the client may have gone; its request is stored all the same
                         p.answer.set_result(answer)
@@ -238,12 +261,11 @@ class Ingest:
         if found is None or found[0].provider not in endpoint.providers:
             pending.rejected = unknown_account()
         else:
-            query = full_path.partition("?")[2]
-            urlencoded = request.content_type == "application/x-www-form-urlencoded"
-            inbound = Inbound(full_path, request.headers, body, QueryDict(body if urlencoded else ""),
-                              QueryDict(query))  # fmt: skip
             pending.account = found[0]
             try:
+                urlencoded = request.content_type == "application/x-www-form-urlencoded"
+                form, query = _fields(body if urlencoded else ""), _fields(full_path.partition("?")[2])
+                inbound = Inbound(full_path, request.headers, body, form, query)
                 pending.verified = endpoint.process(inbound, *found)
             except Rejected as exc:
                 pending.rejected = exc
@@ -259,6 +281,19 @@ class Ingest:
         self.batches.submit(pending)
         status, text, content_type = await pending.answer
         return web.Response(status=status, text=text, content_type=content_type or "text/html")
+
+
+def _fields(text: str) -> MultiValueDict:
+    """What ``QueryDict(text)`` holds (the last value of a repeated field wins ``get``, as in Django),
+    in a third of its time."""
+    fields: dict[str, list[str]] = {}
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)
+    except ValueError:
+        raise Rejected(WebhookLog.Verdict.MALFORMED, "too many fields", 400) from None
+    for key, value in pairs:
+        fields.setdefault(key, []).append(value)
+    return MultiValueDict(fields)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -278,8 +313,15 @@ def build_app(**options) -> web.Application:
     return app
 
 
-def serve(host: str, port: int, **options) -> None:
-    web.run_app(build_app(**options), host=host, port=port, access_log=None, print=None)
+def serve(host: str, port: int, **options) -> str:
+    """Run until SIGINT/SIGTERM; returns what was done, for the operator."""
+    app = build_app(**options)
+    # The writer thread waits on PostgreSQL without the GIL and needs it back at once when answered:
+    # with the default 5 ms switch interval a busy event loop holds it that long at each round trip.
+    sys.setswitchinterval(0.0005)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    batches = app[INGEST].batches
+    return f"{batches.requests} requests in {batches.committed} transactions"
 
 
 @contextlib.contextmanager

@@ -21,5 +21,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.stdout.write(f"serving webhooks on http://{options['host']}:{options['port']}/webhooks/")
-        serve(options["host"], options["port"], linger=options["linger_ms"] / 1000, max_batch=options["max_batch"],
-              account_ttl=options["account_ttl"])  # fmt: skip
+        done = serve(options["host"], options["port"], linger=options["linger_ms"] / 1000,
+                     max_batch=options["max_batch"], account_ttl=options["account_ttl"])  # fmt: skip
+        self.stdout.write(f"stopped: {done}")
