@@ -227,7 +227,7 @@ def _close_connection() -> None:
 class Ingest:
     """The per-process state: the account cache, the batcher and their two database threads."""
 
-    def __init__(self, *, linger: float = 0.005, max_batch: int = 500, account_ttl: float = 5.0,
+    def __init__(self, *, linger: float = 0.0, max_batch: int = 500, account_ttl: float = 5.0,
                  reread_after: float = 1.0):  # fmt: skip
         """``reread_after``: seconds between re-reads of one account after failed verifications."""
         self.lookups = ThreadPoolExecutor(1, thread_name_prefix="webhook-accounts")

@@ -12,8 +12,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8001)
-        parser.add_argument("--linger-ms", type=float, default=5.0,
-                            help="how long an idle server waits for more requests to join a batch (default 5)")  # fmt: skip
+        parser.add_argument("--linger-ms", type=float, default=0.0,
+                            help="how long an idle server waits for more requests to join a batch (default 0: a batch is what arrived during the previous commit)")  # fmt: skip
         parser.add_argument("--max-batch", type=int, default=500, help="requests per transaction at most (500)")
         parser.add_argument("--account-ttl", type=float, default=5.0,
                             help="seconds an account (and its secrets) is cached; an old secret is refused "
