@@ -2,16 +2,17 @@
 
 It serves the webhook paths of ``channels/urls.py`` with the rules of ``channels.webhooks`` (the same
 functions the Django views call): the account is looked up (cached per process), the request verified
-and normalized in the event loop, then queued. A writer thread takes what has queued up (a few ms'
-worth when idle, everything that arrived during the previous commit under load, at most
-``max_batch``) and writes it in ONE transaction: the events (one ``INSERT … ON CONFLICT DO NOTHING
-RETURNING``), what their fresh events do (one ``delivery_events`` signal per account: ``campaigns``
-moves the messages in its batched path; keywords, suppressions), and every request's log line. Only
-after that commit does each request get its answer; rejected requests (403/400/404) are logged in the
-same transaction. If the commit fails, each request of the batch is retried in a transaction of its
-own, so one bad request cannot fail its neighbours; a request whose own transaction fails too answers
-500 (the provider retries; nothing answered 200 is ever lost, and a retry of a stored event is a
-duplicate).
+and normalized in the event loop, then queued. A writer thread takes what has queued up (everything
+that arrived during the previous commit, at most ``max_batch``) and writes it in ONE transaction: the
+events (COPY into a staging table, one ``INSERT … ON CONFLICT DO NOTHING RETURNING``), what the fresh
+ones do (one ``delivery_events`` signal per account: ``campaigns`` moves the messages in its batched
+path; keywords, suppressions) and every request's log line (COPY). Only after that commit does each
+request get its answer; rejected requests (403/400/404) are logged in the same transaction. If the
+commit fails, each request of the batch is retried in a transaction of its own, so one bad request
+cannot fail its neighbours; a request whose own transaction fails too answers 500 (the provider
+retries; nothing answered 200 is ever lost, and a retried event is a duplicate). ``linger`` makes an
+idle server wait that long for more requests before a batch; it costs throughput under a closed-loop
+load (527/s at 2 ms against 922/s at 0, same machine and minute), so it is 0 by default.
 
 Accounts are cached for ``account_ttl`` seconds (default 5): a rotated token or key is accepted as soon
 as it is saved (a request that fails verification re-reads its account, at most once a second per
@@ -75,7 +76,11 @@ class Pending:
 
 def _fetch(account_id: int) -> tuple[ChannelAccount, Keys] | None:
     """Runs in the lookup thread: the account with its brand, and its secrets decrypted there."""
-    account = ChannelAccount.objects.select_related("brand").filter(pk=account_id).first()
+    try:
+        account = ChannelAccount.objects.select_related("brand").filter(pk=account_id).first()
+    except Exception:
+        connection.close()  # a broken connection is reopened by the next lookup; this request answers 500
+        raise
     if account is None:
         return None
     keys = Keys(account)
@@ -201,7 +206,7 @@ class GroupCommit:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._pending) < self.max_batch:  # idle until now: give the next requests a few ms to join
+            if self.linger and len(self._pending) < self.max_batch:  # idle until now: let more requests join
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.linger)
@@ -326,18 +331,34 @@ def serve(host: str, port: int, **options) -> str:
 
 @contextlib.contextmanager
 def running(host: str = "127.0.0.1", port: int = 0, **options):
-    """The server on its own thread and event loop (tests); yields its base URL, stops on exit."""
+    """The server on its own thread and event loop (tests); yields its base URL, stops on exit.
+
+    Everything asyncio happens on that thread: the caller's thread may have a loop of its own running
+    (Playwright's sync API leaves one in pytest's main thread)."""
     loop = asyncio.new_event_loop()
-    app = build_app(**options)
-    runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, host, port)
-    loop.run_until_complete(site.start())
-    bound = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, name="webhook-server", daemon=True)
+    runner = web.AppRunner(build_app(**options), access_log=None)
+    started: list = []
+
+    async def start() -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    def serve_forever() -> None:
+        asyncio.set_event_loop(loop)
+        started.append(loop.run_until_complete(start()))
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve_forever, name="webhook-server", daemon=True)
     thread.start()
+    deadline = time.monotonic() + 30
+    while not started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not started:
+        raise RuntimeError("the webhook server did not start")
     try:
-        yield f"http://{host}:{bound}"
+        yield f"http://{host}:{started[0]}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)

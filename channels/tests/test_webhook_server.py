@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import aiohttp
@@ -61,7 +62,8 @@ def post_all(requests: list[tuple[str, bytes, dict]]) -> list[int]:
 
             return await asyncio.gather(*(one(*request) for request in requests))
 
-    return list(asyncio.run(go()))
+    with ThreadPoolExecutor(1) as client:  # pytest's thread may have a loop running (Playwright's sync API)
+        return list(client.submit(asyncio.run, go()).result())
 
 
 @pytest.fixture
