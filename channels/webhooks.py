@@ -75,7 +75,7 @@ class Inbound:
     full_path: str  # path and query string as requested: Twilio signs the public URL with them
     headers: Mapping[str, str]  # looked up case-insensitively
     body: str
-    form: Mapping[str, str]  # the form fields, a QueryDict: Twilio signs every value of every field
+    form: Mapping[str, str]  # the form fields, a MultiValueDict (QueryDict): Twilio signs every value of each
     query: Mapping[str, str]
 
 
