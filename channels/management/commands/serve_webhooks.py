@@ -13,7 +13,10 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8001)
         parser.add_argument("--linger-ms", type=float, default=0.0,
-                            help="how long an idle server waits for more requests to join a batch (default 0: a batch is what arrived during the previous commit)")  # fmt: skip
+                            help="how long an idle server waits for more requests to join a batch "
+                                 "(default 0: a batch is what arrived during the previous commit)")  # fmt: skip
+        parser.add_argument("--processes", type=int, default=1,
+                            help="server processes on the one port (SO_REUSEPORT), each committing its own batches")  # fmt: skip
         parser.add_argument("--max-batch", type=int, default=500, help="requests per transaction at most (500)")
         parser.add_argument("--account-ttl", type=float, default=5.0,
                             help="seconds an account (and its secrets) is cached; an old secret is refused "
@@ -21,6 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.stdout.write(f"serving webhooks on http://{options['host']}:{options['port']}/webhooks/")
-        done = serve(options["host"], options["port"], linger=options["linger_ms"] / 1000,
+        done = serve(options["host"], options["port"], options["processes"], linger=options["linger_ms"] / 1000,
                      max_batch=options["max_batch"], account_ttl=options["account_ttl"])  # fmt: skip
         self.stdout.write(f"stopped: {done}")
