@@ -1,26 +1,37 @@
 """Webhook ingestion: signed status callbacks per second, end to end (verified, logged, stored,
-normalized, the message moved forward), beside a bare WSGI app answering 200 on the same server setup.
+normalized, the message moved forward), beside a bare app answering 200 on the same server kind.
 
-    .venv/bin/python bench/channels_webhooks.py --callbacks 20000 --workers 4 --concurrency 64 \
-        [--sendgrid-events 100000 --batch 1000]
+    .venv/bin/python bench/channels_webhooks.py --callbacks 5000 --workers 4 --concurrency 32 \
+        [--sendgrid-events 20000 --batch 1000] [--no-gunicorn]
 
 1. Twilio: one status callback ("delivered") per request, signed with the account's auth token;
 2. SendGrid: "delivered" events in signed batches (ECDSA, as SendGrid posts them: up to a thousand
    events a request), one event per message.
 
-Creates its own PostgreSQL database (mh_bench_webhooks), serves the hub with gunicorn, and fires
-the callbacks with aiohttp from this process. Redis DB 4 is used for the cache (BENCH_REDIS overrides the
-server, e.g. redis://127.0.0.1:6381).
+Each phase fires every request with aiohttp from this process, then waits until all events are stored
+and all messages moved: that is the clock. The servers, one after the other on the same port:
+- the fast path (``manage.py serve_webhooks``: aiohttp, group commit) beside a bare aiohttp app that
+  reads the body and answers 200 (one process each);
+- for reference, the Django views on gunicorn (``--workers`` sync workers) beside a bare WSGI app on
+  the same gunicorn set-up; each hub server gets its own messages. ``--no-gunicorn`` skips them.
+Each line gives the CPU seconds of the server (process and its workers), of its PostgreSQL backends
+and of this load generator, and the load average before and after.
+
+Creates its own PostgreSQL database (mh_bench_webhooks). Redis DB 4 is used for the cache (BENCH_REDIS
+overrides the server, e.g. redis://127.0.0.1:6381).
 """
 
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -41,6 +52,7 @@ ENV = {
     "CELERY_BROKER_URL": f"{REDIS}/5",
     "VAR_DIR": str(ROOT / "var" / "bench"),
     "LOG_LEVEL": "ERROR",
+    "CONN_MAX_AGE": "60",  # gunicorn's workers keep their connection (the settings' default)
 }
 SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())  # signs the batches; its public half goes to the account
 BARE_APP = """
@@ -49,13 +61,30 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b""]
 """
+BARE_AIOHTTP = """
+import sys
+
+from aiohttp import web
+
+
+async def answer(request):
+    await request.read()
+    return web.Response(text="")
+
+
+app = web.Application()
+app.router.add_post("/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def sh(*args, env=None, **kwargs):
     return subprocess.run(args, cwd=ROOT, env={**os.environ, **ENV, **(env or {})}, check=True, **kwargs)
 
 
-def prepare(count: int, public_url: str, email_count: int = 0, public_key: str = ""):
+def prepare(count: int, public_url: str, email_count: int, public_key: str, hubs: list[str]):
+    """The accounts, then for each hub server its own sent SMS (``count``) and emails (``email_count``)."""
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {DB}"], check=True)
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {DB} OWNER marketing_hub"],
                    check=True)  # fmt: skip
@@ -75,46 +104,55 @@ def prepare(count: int, public_url: str, email_count: int = 0, public_key: str =
     account = ChannelAccount(brand=brand, name="sms", channel="sms", provider="twilio_sms", from_number="+14155550000")
     account.set_credentials({"account_sid": "AC" + "b" * 32, "auth_token": "bench-token"})
     account.save()
-    contacts = Contact.objects.bulk_create(
-        [Contact(brand=brand, phone=f"+1415{i:06d}1") for i in range(count)], batch_size=5000
-    )
-    messages = Message.objects.bulk_create(
-        [
-            Message(
-                brand=brand,
-                contact=c,
-                channel="sms",
-                account=account,
-                status="sent",
-                address=c.phone,
-                provider_message_id=f"SM{i:032d}",
-            )
-            for i, c in enumerate(contacts)
-        ],
-        batch_size=5000,
-    )
     email = ChannelAccount(brand=brand, name="email", channel="email", provider="sendgrid", from_email="a@b.test")
     email.set_credentials({"api_key": "SG.bench", "webhook_public_key": public_key})
     email.save()
-    people = Contact.objects.bulk_create(
-        [Contact(brand=brand, email=f"p{i}@example.com") for i in range(email_count)], batch_size=5000
-    )
-    emails = Message.objects.bulk_create(
-        [Message(brand=brand, contact=c, channel="email", account=email, status="sent", address=c.email)
-         for c in people],
-        batch_size=5000,
-    )  # fmt: skip
-    return account, messages, email, emails
+    sets = {}
+    for k, hub in enumerate(hubs):
+        contacts = Contact.objects.bulk_create(
+            [Contact(brand=brand, phone=f"+1415{k}{i:06d}") for i in range(count)], batch_size=5000
+        )
+        messages = Message.objects.bulk_create(
+            [Message(brand=brand, contact=c, channel="sms", account=account, status="sent", address=c.phone,
+                     provider_message_id=f"SM{k}{i:031d}") for i, c in enumerate(contacts)],
+            batch_size=5000,
+        )  # fmt: skip
+        people = Contact.objects.bulk_create(
+            [Contact(brand=brand, email=f"p{k}-{i}@example.com") for i in range(email_count)], batch_size=5000
+        )
+        emails = Message.objects.bulk_create(
+            [Message(brand=brand, contact=c, channel="email", account=email, status="sent", address=c.email)
+             for c in people],
+            batch_size=5000,
+        )  # fmt: skip
+        sets[hub] = (k, messages, emails)
+    return account, email, sets
 
 
-def sendgrid_requests(email, emails, public: str, batch: int) -> list[tuple[str, bytes, dict]]:
+def twilio_requests(account, messages, public: str) -> list[tuple[str, bytes, dict]]:
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator("bench-token")
+    path = f"/webhooks/twilio/{account.pk}/status/"
+    requests = []
+    for message in messages:
+        params = {"MessageSid": message.provider_message_id, "MessageStatus": "delivered", "To": message.address,
+                  "AccountSid": "AC" + "b" * 32}  # fmt: skip
+        url = f"{public}{path}?m={message.pk}"
+        headers = {"X-Twilio-Signature": validator.compute_signature(url, params),
+                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        requests.append((url, urlencode(params).encode(), headers))
+    return requests
+
+
+def sendgrid_requests(email, emails, public: str, batch: int, k: int) -> list[tuple[str, bytes, dict]]:
     """Signed batches of "delivered" events, one per message, as SendGrid posts them."""
     url = f"{public}/webhooks/sendgrid/{email.pk}/events/"
     now = int(time.time())
     requests = []
     for start in range(0, len(emails), batch):
         events = [
-            {"event": "delivered", "email": m.address, "timestamp": now, "sg_event_id": f"ev-{m.pk}",
+            {"event": "delivered", "email": m.address, "timestamp": now, "sg_event_id": f"ev{k}-{m.pk}",
              "sg_message_id": f"sg-{m.pk}", "mh_message_id": str(m.pk)}
             for m in emails[start : start + batch]
         ]  # fmt: skip
@@ -127,15 +165,72 @@ def sendgrid_requests(email, emails, public: str, batch: int) -> list[tuple[str,
     return requests
 
 
-def serve(app: str, port: int, workers: int, extra_env=None):
-    args = [sys.executable, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-            "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"]  # fmt: skip
+def wait_for_port(port: int, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"no server on port {port}")
+
+
+@contextlib.contextmanager
+def server(args: list[str], port: int, extra_env=None, settle: float = 0.0):
     process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **ENV, **(extra_env or {})})
-    time.sleep(3)
-    return process
+    try:
+        wait_for_port(port, process)
+        time.sleep(settle)  # gunicorn's workers import Django after the master binds
+        yield process
+    finally:
+        process.terminate()
+        process.wait()
 
 
-async def fire(requests: list[tuple[str, bytes, dict]], concurrency: int) -> tuple[float, dict]:
+def gunicorn(app: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
+            "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"]  # fmt: skip
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process and every live descendant (gunicorn's workers), in seconds."""
+    parents, ticks = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(ticks.get(p, 0) for p in tree) / CLOCK_TICKS
+
+
+def postgres_cpu() -> float:
+    """utime + stime of the PostgreSQL backends of the bench database, but this script's own."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB])
+        pids = [row[0] for row in cursor.fetchall()]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+async def fire(requests: list[tuple[str, bytes, dict]], concurrency: int) -> dict:
     import aiohttp
 
     statuses: dict[int, int] = {}
@@ -150,80 +245,151 @@ async def fire(requests: list[tuple[str, bytes, dict]], concurrency: int) -> tup
                     await response.read()
                     statuses[response.status] = statuses.get(response.status, 0) + 1
 
-        started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, statuses
+    return statuses
+
+
+@dataclass
+class Run:
+    count: int
+    seconds: float
+    statuses: dict
+    server_cpu: float
+    db_cpu: float
+    client_cpu: float
+    load: tuple[str, str]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def cpu(self) -> str:
+        return (f"CPU server {self.server_cpu:.1f} s + PostgreSQL {self.db_cpu:.1f} s, load generator "
+                f"{self.client_cpu:.1f} s; load {self.load[0]} -> {self.load[1]}")  # fmt: skip
+
+
+def measure(process, requests, count: int, concurrency: int, done=None) -> Run:
+    """Fire the requests; with ``done``, the clock also runs until it says everything is stored."""
+    load = Path("/proc/loadavg").read_text().split()[0]
+    server0, db0, client0 = process_cpu(process.pid), postgres_cpu(), time.process_time()
+    started = time.perf_counter()
+    statuses = asyncio.run(fire(requests, concurrency))
+    while done is not None and not done() and time.perf_counter() - started < 600:
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    client = time.process_time() - client0
+    server, db = process_cpu(process.pid) - server0, postgres_cpu() - db0
+    return Run(count, seconds, statuses, server, db, client, (load, Path("/proc/loadavg").read_text().split()[0]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--callbacks", type=int, default=20000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn's sync workers")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--port", type=int, default=8091)
-    parser.add_argument("--sendgrid-events", type=int, default=100000, help="0 skips the SendGrid phase")
+    parser.add_argument("--sendgrid-events", type=int, default=20000, help="0 skips the SendGrid phase")
     parser.add_argument("--batch", type=int, default=1000, help="SendGrid events per request")
+    parser.add_argument("--no-gunicorn", action="store_true", help="skip the Django views on gunicorn")
+    parser.add_argument("--fast-options", default="", help="more options for serve_webhooks, e.g. '--linger-ms 2'")
     args = parser.parse_args()
     public = f"http://127.0.0.1:{args.port}"
-    account, messages, email, emails = prepare(args.callbacks, public, args.sendgrid_events, sendgrid_public_key())
-    from twilio.request_validator import RequestValidator
-
-    validator = RequestValidator("bench-token")
-    path = f"/webhooks/twilio/{account.pk}/status/"
-    requests = []
-    for message in messages:
-        params = {"MessageSid": message.provider_message_id, "MessageStatus": "delivered", "To": message.address,
-                  "AccountSid": "AC" + "b" * 32}  # fmt: skip
-        url = f"{public}{path}?m={message.pk}"
-        headers = {"X-Twilio-Signature": validator.compute_signature(url, params),
-                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
-        requests.append((url, urlencode(params).encode(), headers))
-
-    batches = sendgrid_requests(email, emails, public, args.batch) if emails else []
-    bare_file = ROOT / "var" / "bench" / "bare_wsgi.py"
-    bare_file.parent.mkdir(parents=True, exist_ok=True)
-    bare_file.write_text(BARE_APP)
-    bare = serve("bare_wsgi:app", args.port, args.workers, {"PYTHONPATH": str(bare_file.parent)})
-    try:
-        bare_seconds, _bare_statuses = asyncio.run(fire(requests, args.concurrency))
-        bare_sg_seconds = asyncio.run(fire(batches, min(args.concurrency, 8)))[0] if batches else 0
-    finally:
-        bare.terminate()
-        bare.wait()
-    hub = serve("marketing_hub.wsgi:application", args.port, args.workers, {"PUBLIC_BASE_URL": public})
-    try:
-        hub_seconds, hub_statuses = asyncio.run(fire(requests, args.concurrency))
-        if batches:
-            sg_seconds, sg_statuses = asyncio.run(fire(batches, min(args.concurrency, 8)))
-    finally:
-        hub.terminate()
-        hub.wait()
+    hubs = ["fast"] if args.no_gunicorn else ["fast", "gunicorn"]
+    account, email, sets = prepare(args.callbacks, public, args.sendgrid_events, sendgrid_public_key(), hubs)
+    from django.db import connection
 
     from campaigns.models import Message
     from channels.models import ProviderEvent, WebhookLog
 
-    delivered = Message.objects.filter(account=account, status="delivered").count()
-    events = ProviderEvent.objects.filter(account=account).count()
-    logged = WebhookLog.objects.filter(account=account, verdict="accepted").count()
-    hub_rate, bare_rate = args.callbacks / hub_seconds, args.callbacks / bare_seconds
-    print(
-        f"hub:  {args.callbacks} signed Twilio status callbacks in {hub_seconds:.1f} s = {hub_rate:,.0f}/s "
-        f"(answers {hub_statuses}; {logged} logged, {events} events stored, {delivered} messages delivered)"
+    connection.close()  # no idle connection of ours through the runs (it is reopened to check)
+    twilio = {hub: twilio_requests(account, sets[hub][1], public) for hub in hubs}
+    sendgrid = {hub: sendgrid_requests(email, sets[hub][2], public, args.batch, sets[hub][0]) for hub in hubs}
+    sg_concurrency = min(args.concurrency, 8)
+
+    def stored(hub):
+        k, messages, emails = sets[hub]
+
+        def twilio_done():
+            return (ProviderEvent.objects.filter(provider_message_id__startswith=f"SM{k}").count() == len(messages)
+                    and Message.objects.filter(pk__in=[messages[0].pk, messages[-1].pk], status="delivered").count() == 2
+                    and Message.objects.filter(account=account, status="delivered",
+                                               provider_message_id__startswith=f"SM{k}").count() == len(messages))  # fmt: skip
+
+        def sendgrid_done():
+            return (ProviderEvent.objects.filter(provider_event_id__startswith=f"ev{k}-").count() == len(emails)
+                    and Message.objects.filter(pk__gte=emails[0].pk, pk__lte=emails[-1].pk,
+                                               status="delivered").count() == len(emails))  # fmt: skip
+
+        return twilio_done, sendgrid_done
+
+    def twilio_line(label: str, run: Run, hub: str | None = None) -> str:
+        line = f"{label}: {args.callbacks} signed Twilio status callbacks in {run.seconds:.1f} s = {run.rate:,.0f}/s"
+        if hub:
+            k = sets[hub][0]
+            logged = WebhookLog.objects.filter(account=account, verdict="accepted",
+                                               body__startswith=f"MessageSid=SM{k}").count()  # fmt: skip
+            events = ProviderEvent.objects.filter(provider_message_id__startswith=f"SM{k}").count()
+            delivered = Message.objects.filter(account=account, status="delivered",
+                                               provider_message_id__startswith=f"SM{k}").count()  # fmt: skip
+            line += f" (answers {run.statuses}; {logged} logged, {events} events stored, {delivered} delivered)"
+        return f"{line}\n      {run.cpu()}"
+
+    def sendgrid_line(label: str, run: Run, hub: str | None = None) -> str:
+        line = (f"{label}: {args.sendgrid_events:,} SendGrid events in {len(sendgrid['fast'])} signed requests of "
+                f"{args.batch} in {run.seconds:.1f} s = {run.rate:,.0f} events/s")  # fmt: skip
+        if hub:
+            k, _, emails = sets[hub]
+            events = ProviderEvent.objects.filter(provider_event_id__startswith=f"ev{k}-").count()
+            moved = Message.objects.filter(pk__gte=emails[0].pk, pk__lte=emails[-1].pk, status="delivered").count()
+            line += f" (answers {run.statuses}; {events:,} events stored, {moved:,} messages delivered)"
+        return f"{line}\n      {run.cpu()}"
+
+    var = ROOT / "var" / "bench"
+    var.mkdir(parents=True, exist_ok=True)
+    (var / "bare_aiohttp.py").write_text(BARE_AIOHTTP)
+    (var / "bare_wsgi.py").write_text(BARE_APP)
+    out = []
+    with server([sys.executable, str(var / "bare_aiohttp.py"), str(args.port)], args.port) as bare:
+        bare_twilio = measure(bare, twilio["fast"], args.callbacks, args.concurrency)
+        bare_sg = (
+            measure(bare, sendgrid["fast"], args.sendgrid_events, sg_concurrency) if args.sendgrid_events else None
+        )
+    manage = [sys.executable, "manage.py", "serve_webhooks", "--port", str(args.port), *args.fast_options.split()]
+    with server(manage, args.port, {"PUBLIC_BASE_URL": public}) as fast:
+        twilio_done, sendgrid_done = stored("fast")
+        hub_twilio = measure(fast, twilio["fast"], args.callbacks, args.concurrency, twilio_done)
+        hub_sg = (measure(fast, sendgrid["fast"], args.sendgrid_events, sg_concurrency, sendgrid_done)
+                  if args.sendgrid_events else None)  # fmt: skip
+    out.append(twilio_line("fast path (aiohttp, group commit)", hub_twilio, "fast"))
+    out.append(twilio_line("bare aiohttp app answering 200   ", bare_twilio))
+    out.append(
+        f"ratio fast path / bare: {hub_twilio.rate / bare_twilio.rate:.2f}   goal: >= 2,000 callbacks/s end to end"
     )
-    print(f"bare: the same requests to a WSGI app answering 200: {bare_seconds:.1f} s = {bare_rate:,.0f}/s")
-    print(f"ratio hub / bare: {hub_rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{load_line()}]")
-    if batches:
-        moved = Message.objects.filter(account=email, status="delivered").count()
-        stored = ProviderEvent.objects.filter(account=email).count()
-        rate, bare_rate = len(emails) / sg_seconds, len(emails) / bare_sg_seconds
-        print(
-            f"hub:  {len(emails):,} SendGrid events in {len(batches)} signed requests of {args.batch} in {sg_seconds:.1f} s "
-            f"= {rate:,.0f} events/s (answers {sg_statuses}; {stored:,} events stored, {moved:,} messages delivered)"
-        )
-        print(
-            f"bare: the same requests to a WSGI app answering 200: {bare_sg_seconds:.1f} s = {bare_rate:,.0f} events/s"
-        )
-        print(f"ratio hub / bare: {rate / bare_rate:.2f}   goal: >= 2,000 callbacks/s end to end   [{load_line()}]")
+    if not args.no_gunicorn:
+        with server(gunicorn("bare_wsgi:app", args.port, args.workers), args.port, {"PYTHONPATH": str(var)}, 1) as bare:
+            wsgi_twilio = measure(bare, twilio["gunicorn"], args.callbacks, args.concurrency)
+            wsgi_sg = (measure(bare, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency)
+                       if args.sendgrid_events else None)  # fmt: skip
+        app = gunicorn("marketing_hub.wsgi:application", args.port, args.workers)
+        with server(app, args.port, {"PUBLIC_BASE_URL": public}, 3) as django:
+            twilio_done, sendgrid_done = stored("gunicorn")
+            django_twilio = measure(django, twilio["gunicorn"], args.callbacks, args.concurrency, twilio_done)
+            django_sg = (measure(django, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency, sendgrid_done)
+                         if args.sendgrid_events else None)  # fmt: skip
+        out.append(twilio_line(f"reference: Django views on gunicorn ({args.workers} sync workers)", django_twilio,
+                               "gunicorn"))  # fmt: skip
+        out.append(twilio_line("reference: bare WSGI app on the same gunicorn", wsgi_twilio))
+        out.append(f"ratio gunicorn hub / bare WSGI: {django_twilio.rate / wsgi_twilio.rate:.2f}")
+    if args.sendgrid_events:
+        out.append(sendgrid_line("fast path", hub_sg, "fast"))
+        out.append(sendgrid_line("bare aiohttp", bare_sg))
+        out.append(f"ratio fast path / bare: {hub_sg.rate / bare_sg.rate:.2f}")
+        if not args.no_gunicorn:
+            out.append(sendgrid_line("reference: gunicorn hub", django_sg, "gunicorn"))
+            out.append(sendgrid_line("reference: bare WSGI", wsgi_sg))
+            out.append(f"ratio gunicorn hub / bare WSGI: {django_sg.rate / wsgi_sg.rate:.2f}")
+    print("\n".join(out))
+    print(f"[{load_line()}]")
 
 
 def sendgrid_public_key() -> str:
