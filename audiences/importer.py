@@ -617,6 +617,11 @@ class PostgresLoader:
             # the per-row lookups' estimated cost makes PostgreSQL JIT-compile each chunk's statements
             # (~1.5 s a chunk, more than running them); OFFSET 0 below keeps each lookup to one per row
             cursor.execute("SET LOCAL jit = off")
+            # the brand is not a foreign-key constraint on contacts: hold it for this chunk instead of
+            # PostgreSQL checking it per row; deleting it waits for this chunk (see audiences.receivers)
+            cursor.execute(f"SELECT 1 FROM {Brand._meta.db_table} WHERE id = %s FOR KEY SHARE", [self.brand.pk])  # noqa: S608
+            if cursor.fetchone() is None:
+                raise Brand.DoesNotExist(f"brand {self.brand.pk} was deleted during the import")
             cursor.execute("TRUNCATE import_stage")
             with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
                 copy.write(batch.copy)

@@ -1,0 +1,55 @@
+"""Fewer per-row costs when a million contacts are inserted (see the comment on ``Contact.brand``).
+
+The brand's own index goes (every other contact index starts with the brand), the brand stops being
+a foreign-key constraint (PostgreSQL checked it with a trigger per row; Django's CASCADE and the
+importer's lock per chunk keep contacts from outliving their brand), and the WhatsApp and Telegram
+indexes keep only the contacts that have such an address.
+"""
+
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("audiences", "0004_contact_consent_columns"),
+        ("marketing_hub", "0002_role_groups"),
+    ]
+
+    operations = [
+        migrations.RemoveIndex(
+            model_name="contact",
+            name="contact_brand_whatsapp",
+        ),
+        migrations.RemoveIndex(
+            model_name="contact",
+            name="contact_brand_telegram",
+        ),
+        migrations.AlterField(
+            model_name="contact",
+            name="brand",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="contacts",
+                to="marketing_hub.brand",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="contact",
+            index=models.Index(
+                condition=models.Q(("whatsapp__isnull", False)),
+                fields=["brand", "whatsapp"],
+                name="contact_brand_whatsapp",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="contact",
+            index=models.Index(
+                condition=models.Q(("telegram_chat_id__isnull", False)),
+                fields=["brand", "telegram_chat_id"],
+                name="contact_brand_telegram",
+            ),
+        ),
+    ]
