@@ -2,8 +2,9 @@
 
 The brand's own index goes (every other contact index starts with the brand), the brand stops being
 a foreign-key constraint (PostgreSQL checked it with a trigger per row; Django's CASCADE and the
-importer's lock per chunk keep contacts from outliving their brand), and the WhatsApp and Telegram
-indexes keep only the contacts that have such an address.
+importer's lock per chunk keep contacts from outliving their brand), the Telegram index keeps only the
+contacts that have a chat id, and the WhatsApp index only WhatsApp numbers other than the phone
+(lookups by WhatsApp number find the rest through the phone's index: ``contacts_by_address``).
 """
 
 import django.db.models.deletion
@@ -39,7 +40,14 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="contact",
             index=models.Index(
-                condition=models.Q(("whatsapp__isnull", False)),
+                condition=models.Q(
+                    ("whatsapp__isnull", False),
+                    models.Q(
+                        ("phone__isnull", True),
+                        models.Q(("whatsapp", models.F("phone")), _negated=True),
+                        _connector="OR",
+                    ),
+                ),
                 fields=["brand", "whatsapp"],
                 name="contact_brand_whatsapp",
             ),
