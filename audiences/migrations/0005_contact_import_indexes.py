@@ -5,10 +5,29 @@ a foreign-key constraint (PostgreSQL checked it with a trigger per row; Django's
 importer's lock per chunk keep contacts from outliving their brand), the Telegram index keeps only the
 contacts that have a chat id, and the WhatsApp index only WhatsApp numbers other than the phone
 (lookups by WhatsApp number find the rest through the phone's index: ``contacts_by_address``).
+
+SQLite rebuilds the contact table for the foreign-key change, which its consent triggers (0004, on
+audiences_consent, naming audiences_contact) do not survive: they are dropped first and created again.
 """
+
+import importlib
 
 import django.db.models.deletion
 from django.db import migrations, models
+
+_CONSENT_COLUMNS = importlib.import_module("audiences.migrations.0004_contact_consent_columns")
+
+
+def _drop_sqlite_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _CONSENT_COLUMNS.SQLITE_REVERSE:
+            schema_editor.execute(statement)
+
+
+def _create_sqlite_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in _CONSENT_COLUMNS._sqlite_sql():
+            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -18,6 +37,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(_drop_sqlite_triggers, _create_sqlite_triggers, elidable=False),
         migrations.RemoveIndex(
             model_name="contact",
             name="contact_brand_whatsapp",
@@ -60,4 +80,5 @@ class Migration(migrations.Migration):
                 name="contact_brand_telegram",
             ),
         ),
+        migrations.RunPython(_create_sqlite_triggers, _drop_sqlite_triggers, elidable=False),
     ]
