@@ -6,7 +6,7 @@ external id is a partial constraint over the rows that have one.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from marketing_hub.models import Brand, validate_time_zone
 
@@ -50,6 +50,11 @@ class SuppressionReason(models.TextChoices):
     ERASED = "erased", "Erased (GDPR)"
 
 
+# A WhatsApp number that is not simply the phone (the phone is the default WhatsApp number): only
+# these are in the WhatsApp index; a lookup by WhatsApp number finds the others through the phone's.
+WHATSAPP_OF_ITS_OWN = Q(whatsapp__isnull=False) & (Q(phone__isnull=True) | ~Q(whatsapp=F("phone")))
+
+
 def _consent_copy() -> models.CharField:
     return models.CharField(
         max_length=16, blank=True, default="", db_default="", editable=False, choices=ConsentStatus.choices
@@ -57,7 +62,17 @@ def _consent_copy() -> models.CharField:
 
 
 class Contact(models.Model):
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="contacts")
+    # An import writes a million contacts, and each pays for every index and foreign-key check:
+    # - brand has no index of its own: every index below and the unique keys start with it;
+    # - brand is not a database constraint (``db_constraint=False``): PostgreSQL checked it with a
+    #   trigger per row. A brand is deleted only through Django, whose CASCADE deletes its contacts
+    #   first; the importer locks the brand row (FOR KEY SHARE) in each chunk's transaction, so a
+    #   brand deleted during an import stops it instead of leaving contacts behind;
+    # - telegram_chat_id is indexed only where set, whatsapp only where it differs from the phone (an
+    #   import copies the phone there): ``contacts_by_address`` asks the phone's index for the rest.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="contacts", db_index=False, db_constraint=False
+    )
     external_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     email = models.EmailField(max_length=254, null=True, blank=True)  # noqa: DJ001
     phone = models.CharField(max_length=20, null=True, blank=True, help_text="E.164, e.g. +4915112345678")  # noqa: DJ001
@@ -100,8 +115,12 @@ class Contact(models.Model):
         indexes = [
             models.Index(fields=["brand", "country"], name="contact_brand_country"),
             models.Index(fields=["brand", "created_at"], name="contact_brand_created"),
-            models.Index(fields=["brand", "whatsapp"], name="contact_brand_whatsapp"),
-            models.Index(fields=["brand", "telegram_chat_id"], name="contact_brand_telegram"),
+            models.Index(fields=["brand", "whatsapp"], condition=WHATSAPP_OF_ITS_OWN, name="contact_brand_whatsapp"),
+            models.Index(
+                fields=["brand", "telegram_chat_id"],
+                condition=Q(telegram_chat_id__isnull=False),
+                name="contact_brand_telegram",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -28,11 +28,13 @@ def normalize_email(value: str) -> str | None:
     return f"{local}@{domain.lower()}".lower()
 
 
-@functools.lru_cache(maxsize=4096)
 def _parse_phone(value: str, region: str) -> tuple[str, str]:
-    fast = fast_e164(value, region)
-    if fast is not None:
-        return fast
+    # no cache in front of the fast path: in an import every number is new, and a miss costs more than it
+    return fast_e164(value, region) or _parse_phone_slowly(value, region)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_phone_slowly(value: str, region: str) -> tuple[str, str]:
     try:
         number = phonenumbers.parse(value, region or None)
     except phonenumbers.NumberParseException as exc:
@@ -80,6 +82,7 @@ def attribute_value(value: str):
     return text
 
 
+_BLANK_IS_NULL = frozenset(("external_id", "telegram_chat_id"))
 CONTACT_TEXT_LIMITS = {
     "external_id": 128,
     "first_name": 100,
@@ -96,34 +99,43 @@ def clean_contact_fields(raw: dict, region: str) -> tuple[dict, dict[str, str]]:
     errors maps a field name to why it was refused. Used by the API, the admin and CSV imports,
     so every way in applies the same rules.
     """
+    # Written out field by field (no per-call closures): a 1M-row import calls this a million times.
     values: dict = {}
     errors: dict[str, str] = {}
-
-    def take(field, func):
-        if field in raw:
-            try:
-                values[field] = func(raw[field])
-            except ValueError as exc:
-                errors[field] = str(exc)
-
-    take("email", lambda v: normalize_email(_text(v)))
+    if "email" in raw:
+        try:
+            values["email"] = normalize_email(_text(raw["email"]))
+        except ValueError as exc:
+            errors["email"] = str(exc)
+    country_given = bool(_text(raw.get("country")))
     if "phone" in raw:
         try:
             values["phone"], country = normalize_phone(_text(raw["phone"]), region)
-            if country and not _text(raw.get("country")):
+            if country and not country_given:
                 values["country"] = country
         except ValueError as exc:
             errors["phone"] = str(exc)
-    take("whatsapp", lambda v: normalize_phone(_text(v), region)[0])
-    take("time_zone", lambda v: normalize_time_zone(_text(v)))
-    if _text(raw.get("country")):
-        take("country", lambda v: normalize_country(_text(v)))
+    if "whatsapp" in raw:
+        try:
+            values["whatsapp"] = normalize_phone(_text(raw["whatsapp"]), region)[0]
+        except ValueError as exc:
+            errors["whatsapp"] = str(exc)
+    if "time_zone" in raw:
+        try:
+            values["time_zone"] = normalize_time_zone(_text(raw["time_zone"]))
+        except ValueError as exc:
+            errors["time_zone"] = str(exc)
+    if country_given:
+        try:
+            values["country"] = normalize_country(_text(raw["country"]))
+        except ValueError as exc:
+            errors["country"] = str(exc)
     for field, limit in CONTACT_TEXT_LIMITS.items():
         if field in raw:
             value = _text(raw[field]).strip()
             if len(value) > limit:
                 errors[field] = f"longer than {limit} characters"
-            elif field in ("external_id", "telegram_chat_id"):
+            elif field in _BLANK_IS_NULL:
                 values[field] = value or None
             else:
                 values[field] = value

@@ -101,12 +101,15 @@ def _region(code: str) -> _Region | None:
     metadata = PhoneMetadata.metadata_for_region(code, None)
     if metadata is None:
         return None
-    descs = [
-        metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip, metadata.personal_number,
-        metadata.pager, metadata.uan, metadata.voicemail, metadata.fixed_line,
-    ]  # fmt: skip
+    # Only "some type matches" is asked, so the order is free: mobile and fixed line first (what contact
+    # lists hold) lets the regex stop at the first alternative instead of trying the rare types first.
+    descs = [metadata.fixed_line]
     if not metadata.same_mobile_and_fixed_line_pattern:
-        descs.append(metadata.mobile)
+        descs.insert(0, metadata.mobile)
+    descs += [
+        metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip, metadata.personal_number,
+        metadata.pager, metadata.uan, metadata.voicemail,
+    ]  # fmt: skip
     general = metadata.general_desc
     # _number_type_helper: the general pattern, then any type whose lengths and pattern both match
     alternatives = [

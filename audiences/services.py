@@ -17,6 +17,7 @@ from marketing_hub.models import Brand
 
 from .models import (
     ADDRESS_FIELD,
+    WHATSAPP_OF_ITS_OWN,
     Channel,
     Consent,
     ConsentEvent,
@@ -96,7 +97,10 @@ def contacts_by_address(brand: Brand, channel: str, address: str):
     field = ADDRESS_FIELD.get(channel)
     if field is None or not address:
         return Contact.objects.none()
-    return Contact.objects.filter(brand=brand, **{field: address})
+    contacts = Contact.objects.filter(brand=brand, **{field: address})
+    if field == "whatsapp":  # the same contacts, said so that the phone's index and the WhatsApp one serve it
+        contacts = contacts.filter(Q(phone=address) | WHATSAPP_OF_ITS_OWN)
+    return contacts
 
 
 def consent_set_by_address(

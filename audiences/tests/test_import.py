@@ -223,3 +223,25 @@ def test_files_without_quotes_read_in_the_workers_give_the_same_rows_and_report(
     ]
     assert ("c-0", "user0@example.com", "+4915100000000", "Nä\\me\t0") in results[0][3]
     assert results[1] == results[0] and results[2] == results[0] and results[3] == results[0]
+
+
+def test_attribute_texts_that_need_escaping_are_stored_as_written(tmp_path, brand, fast):
+    # the COPY text carries attributes as JSON with non-ASCII characters unescaped: backslashes,
+    # tabs and other COPY escapes must still arrive intact (the portable path has no COPY)
+    cities = ["Köln", "Zoë's \\ place", "tab\there", "vt\x0bff\x0cbs\x08", "☃ \U0001f600", "12.50", "line\u2028sep"]
+    rows = [f"c-{i},{city}" for i, city in enumerate(cities)]
+    summary, errors = run(brand, write(tmp_path, "id,city\n" + "\n".join(rows) + "\n"), fast=fast)
+    assert (summary.created, errors) == (len(cities), [])
+    stored = dict(Contact.objects.filter(brand=brand).values_list("external_id", "attributes"))
+    assert stored == {f"c-{i}": {"city": 12.5 if city == "12.50" else city} for i, city in enumerate(cities)}
+
+
+def test_a_brand_deleted_during_an_import_stops_it(tmp_path, brand):
+    # the brand is no foreign-key constraint on contacts: each chunk checks (and locks) it instead
+    from marketing_hub.models import Brand
+
+    path = write(tmp_path, "id,email\nc-1,a@example.com\n")
+    Brand.objects.filter(pk=brand.pk).delete()
+    with pytest.raises(Brand.DoesNotExist):
+        import_csv(brand, path, fast=True)
+    assert not Contact.objects.filter(brand_id=brand.pk).exists()
