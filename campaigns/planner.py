@@ -324,7 +324,6 @@ class _Job:
     campaign: Campaign
     steps: list
     queryset: object  # the audience (with the contact filter), without reasons
-    times: dict
     base_time: dt.datetime
     bucket: object
     variant: tuple
@@ -337,6 +336,8 @@ class _Job:
         """INSERT the messages of ``contacts`` (a filter of ``queryset``); with ``counted`` (PostgreSQL, a
         first-reachable plan) returns the rows written counted as ``_insert_select`` does, else None."""
         campaign, steps = self.campaign, self.steps
+        # The time zones of these contacts only: a first range is planned without a scan of the audience.
+        times = _send_times(contacts, campaign, self.send, self.now)
         source = _planned_rows(_with_reasons(contacts, campaign, steps, self.now), steps, self.bucket)
         insert = partial(_insert_select, skip_duplicates=skip_duplicates or self.same_channel_twice)
         if connection.vendor == "postgresql":
@@ -351,13 +352,13 @@ class _Job:
         if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
             for index, step in enumerate(steps):
                 quiet = step.account.channel in QUIET_CHANNELS
-                values = {**common, **_step_values(step, index, _send_after(self.times, self.base_time, quiet))}
+                values = {**common, **_step_values(step, index, _send_after(times, self.base_time, quiet))}
                 insert(source, values, f"p._reason_{index} = 0")
             insert(source, self.skipped, "p._chosen = -1")
             return None
         # One statement for reached and skipped contacts alike: the audience is read once.
         quiet_steps = [i for i, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
-        send_after, send_after_params = _send_after(self.times, self.base_time, quiet_steps)
+        send_after, send_after_params = _send_after(times, self.base_time, quiet_steps)
         reached = "p._chosen >= 0"
         values = {
             **common,
@@ -396,7 +397,6 @@ def _prepare(send: Send, now: dt.datetime, contact_filter: Q | None) -> _Job:
     queryset = audience(campaign)
     if contact_filter is not None:
         queryset = queryset.filter(contact_filter)
-    times = _send_times(queryset, campaign, send, now)
     bucket, variant = _variant_sql(campaign)
     common = {
         "brand_id": ("%s", [campaign.brand_id]),
@@ -433,7 +433,7 @@ def _prepare(send: Send, now: dt.datetime, contact_filter: Q | None) -> _Job:
     }
     channels = [step.account.channel for step in steps]
     job = _Job(
-        send=send, now=now, campaign=campaign, steps=steps, queryset=queryset, times=times,
+        send=send, now=now, campaign=campaign, steps=steps, queryset=queryset,
         base_time=_base_time(campaign, send, now), bucket=bucket, variant=variant, common=common,
         skipped=skipped, skip_reason=skip_reason,
         same_channel_twice=campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps),
@@ -468,7 +468,7 @@ def plan_send(
     return plan
 
 
-PLAN_FIRST_RANGE = 4_000  # contact ids in the first range: sending starts once these are planned
+PLAN_FIRST_RANGE = 2_000  # contact ids in the first range: sending starts once these are planned
 PLAN_LOCK_SPACE = 0x5E4D << 40  # PostgreSQL advisory lock keys of send planners: this plus the send's id
 
 

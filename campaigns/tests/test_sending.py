@@ -269,3 +269,34 @@ def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
         assert row["attempts"] == 1 and row["updated_at"] == now
         for name, value in changes.items():
             assert row[name] == value, name
+
+
+def test_a_claim_reads_in_its_one_statement_exactly_what_the_orm_reads(brand_a):
+    from campaigns.models import Variant
+
+    contact_list, people = contacts(brand_a, 6, consent=("email",), attributes={"tier": "gold", "n": [1, 2.5]})
+    email = account(brand_a, "email")
+    spring = campaign(brand_a, contact_list, [(email, template(brand_a))])
+    Variant.objects.create(campaign=spring, name="A", weight=50, template=template(brand_a, name="Variant A"))
+    Variant.objects.create(campaign=spring, name="B", weight=50)
+    _launch(spring)
+    messages = Message.objects.filter(campaign=spring).order_by("id")
+    messages.filter(contact=people[1]).update(context={"coupon": "SPRING", "nested": {"x": None}})
+    messages.update(status="queued")
+    with connection.cursor() as cursor:  # a contact deleted under its message (see the test above)
+        cursor.execute("DELETE FROM audiences_consent WHERE contact_id = %s", [people[2].pk])
+        cursor.execute("DELETE FROM audiences_listmembership WHERE contact_id = %s", [people[2].pk])
+        cursor.execute("DELETE FROM audiences_contact WHERE id = %s", [people[2].pk])
+    ids = list(messages.values_list("id", flat=True))
+
+    claimed = sender._claim(ids)
+
+    expected = sender._claimed_rows(ids)  # the ORM's reading of the same rows, now 'sending'
+    assert [vars_of(c) for c in claimed] == expected
+    assert {c.variant_template_id for c in claimed} == {None, *Variant.objects.filter(campaign=spring)
+                                                        .exclude(template=None).values_list("template", flat=True)}  # fmt: skip
+    assert Message.objects.get(contact_id=people[2].pk).error_code == "contact_deleted"
+
+
+def vars_of(claimed) -> dict:
+    return {name: getattr(claimed, name) for name in claimed.__slots__ if hasattr(claimed, name)}
