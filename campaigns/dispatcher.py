@@ -24,8 +24,8 @@ from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
 from .sender import pk_in
 
 log = logging.getLogger(__name__)
-CLAIM_CHUNK = 1000  # upper bound per account per round, unless the provider takes larger batches:
-BATCHES_PER_ROUND = 4  # at most this many of the provider's batches per account per round
+CLAIM_CHUNK = 1000  # upper bound per account per round...
+LARGE_BATCH_CHUNKS = 4  # ...times this for providers that take 1,000 messages a batch (SendGrid)
 
 
 def _due(now: dt.datetime):
@@ -109,7 +109,7 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
     # A round costs about as much again as the rows it claims (the account's look-up, the limiter, a
     # pause between rounds): with batches of 1,000 (SendGrid) one round claims several of them, or the
     # dispatcher, at ~1,000 rows a round, caps an unlimited account below what two senders can send.
-    chunk = max(CLAIM_CHUNK, BATCHES_PER_ROUND * size)
+    chunk = CLAIM_CHUNK * (LARGE_BATCH_CHUNKS if size >= 1000 else 1)
     capacity = min(ratelimit.capacity(account, now=now), chunk)
     if capacity <= 0:
         if report is not None:

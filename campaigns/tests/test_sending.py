@@ -229,12 +229,24 @@ def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(
     email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
     _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
     monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 20)
+    monkeypatch.setattr(dispatcher, "LARGE_BATCH_CHUNKS", 1)  # SendGrid's batches: one chunk a round here
     report: dict = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 20
     assert report == {"again": True}
     report = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
     assert report == {}  # everything due is claimed: nothing to come back for
+
+
+def test_an_account_with_batches_of_a_thousand_claims_several_batches_a_round(brand_a, sandbox, monkeypatch):
+    contact_list, _ = contacts(brand_a, 30, consent=("email",))
+    email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
+    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 10)
+    batches = []
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, ids: batches.append(ids), report=report) == 30
+    assert [len(batch) for batch in batches] == [30] and report == {}
 
 
 def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
