@@ -338,6 +338,8 @@ class _Job:
         campaign, steps = self.campaign, self.steps
         # The time zones of these contacts only: a first range is planned without a scan of the audience.
         times = _send_times(contacts, campaign, self.send, self.now)
+        if not times:  # no contact here (a range of ids without any of the audience): nothing to write
+            return None
         source = _planned_rows(_with_reasons(contacts, campaign, steps, self.now), steps, self.bucket)
         insert = partial(_insert_select, skip_duplicates=skip_duplicates or self.same_channel_twice)
         if connection.vendor == "postgresql":

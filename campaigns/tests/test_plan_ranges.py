@@ -26,6 +26,8 @@ def small_ranges(monkeypatch):
 
 @pytest.fixture
 def spring(brand_a):
+    # Contacts outside the audience first: the first ranges of ids hold none of it.
+    contacts(brand_a, 25, consent=("email",), list_name="Others", start=1000)
     contact_list, _ = contacts(brand_a, 100, consent=("email",))
     # 20 more without consent: skipped, and counted as targeted all the same.
     contacts(brand_a, 20, consent=(), start=100)
@@ -78,11 +80,12 @@ def test_a_plan_whose_planner_died_is_not_completed_and_is_resumed_by_the_tick_w
     send = Send.objects.create(campaign=spring, occurrence="once")
     services.transition(spring, "running", "test")
 
-    def die_after_the_first_range():
-        raise SystemExit("planner killed")
+    def die_after_the_first_range_with_messages():
+        if Message.objects.filter(send=send).exists():
+            raise SystemExit("planner killed")
 
     with pytest.raises(SystemExit):
-        planner.plan_send_in_ranges(send, after_range=die_after_the_first_range)
+        planner.plan_send_in_ranges(send, after_range=die_after_the_first_range_with_messages)
     first = Message.objects.filter(send=send).count()
     assert 0 < first < 120
     Message.objects.filter(send=send).update(status="sent")  # what was planned went out meanwhile
@@ -103,7 +106,7 @@ def test_a_campaign_cancelled_while_it_is_planned_gets_no_more_messages(small_ra
     cancelled = []
 
     def cancel_after_the_first_range():
-        if not cancelled:
+        if not cancelled and Message.objects.filter(send=send).exists():
             cancelled.append(services.cancel(spring, "test"))
 
     planner.plan_send_in_ranges(send, after_range=cancel_after_the_first_range)
