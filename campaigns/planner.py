@@ -471,6 +471,7 @@ def plan_send(
 
 
 PLAN_FIRST_RANGE = 2_000  # contact ids in the first range: sending starts once these are planned
+PLAN_RANGE_GROWTH = 4  # each next range this many times larger: few statements, each committed soon
 PLAN_LOCK_SPACE = 0x5E4D << 40  # PostgreSQL advisory lock keys of send planners: this plus the send's id
 
 
@@ -484,7 +485,7 @@ def plan_send_in_ranges(
     """Materialize the send's messages range by range of contact ids, each range committed on its own
     (PostgreSQL, outside any transaction), so that sending starts while the rest is planned.
 
-    The ranges double in size from ``PLAN_FIRST_RANGE`` ids; ``after_range`` runs after each commit
+    The ranges grow from ``PLAN_FIRST_RANGE`` ids by ``PLAN_RANGE_GROWTH``; ``after_range`` runs after each commit
     (the launch kicks the dispatcher). ``planned_at`` is set, with ``targeted``, only once every
     range is written: until then the campaign cannot complete, and beat's tick resumes a plan whose
     planner died (``resume``: ON CONFLICT keeps what was already written, so nothing is planned
@@ -520,7 +521,7 @@ def plan_send_in_ranges(
                         _add_counts(plan, job.campaign, counts)
                     if after_range is not None:
                         transaction.on_commit(after_range)
-            low, size = low + size, size * 2
+            low, size = low + size, size * PLAN_RANGE_GROWTH
         with transaction.atomic():
             if resume or cancelled or job.campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
                 plan = summarize(send)
