@@ -113,7 +113,9 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
     capacity = min(ratelimit.capacity(account, now=now), chunk)
     if capacity <= 0:
         if report is not None:
-            free_in = ratelimit.rate_free_in(account)
+            # At the clock the capacity was read at: a slot that freed since then is not "no rate
+            # limit in the way" (the dispatch task would end and wait for beat's next tick).
+            free_in = ratelimit.rate_free_in(account, now=now)
             if free_in is not None:  # the rate, not the quota, is what holds these messages back
                 report["free_in"] = min(report.get("free_in", free_in), free_in)
         return 0

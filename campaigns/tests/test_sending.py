@@ -224,6 +224,23 @@ def test_a_claim_that_fills_the_rate_window_says_when_it_frees_instead_of_asking
     assert "again" not in report and 0.9 < report["free_in"] <= 1.0
 
 
+def test_a_full_rate_window_reports_when_it_frees_at_the_clock_its_capacity_was_read_at(brand_a, sandbox):
+    """A round reads the capacity at its start; when the window frees a moment later, the round still
+    says when (zero seconds or more), not "nothing due": the dispatch task would end until the tick."""
+    from channels import ratelimit
+
+    contact_list, _ = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    filled = timezone.now() - dt.timedelta(seconds=2)  # a window filled two seconds ago...
+    Message.objects.filter(campaign=spring).update(send_after=filled - dt.timedelta(seconds=1))
+    assert len(ratelimit.acquire(sms, [f"x{i}" for i in range(10)], now=filled)) == 10
+    report: dict = {}
+    # ...and a round whose clock read 0.4 s after that: full then, free by the wall clock now.
+    assert dispatcher.dispatch(now=filled + dt.timedelta(seconds=0.4), enqueue=lambda _c, _i: None, report=report) == 0
+    assert report["free_in"] == pytest.approx(0.6)
+
+
 def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(brand_a, sandbox, monkeypatch):
     contact_list, _ = contacts(brand_a, 30, consent=("email",))
     email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
