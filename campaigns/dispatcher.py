@@ -24,7 +24,8 @@ from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
 from .sender import pk_in
 
 log = logging.getLogger(__name__)
-CLAIM_CHUNK = 1000  # upper bound per account per round
+CLAIM_CHUNK = 1000  # upper bound per account per round...
+LARGE_BATCH_CHUNKS = 4  # ...times this for providers that take 1,000 messages a batch (SendGrid)
 
 
 def _due(now: dt.datetime):
@@ -104,10 +105,17 @@ def dispatch(now: dt.datetime | None = None, enqueue=None, report: dict | None =
 
 
 def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict[int, int], enqueue, report) -> int:
-    capacity = min(ratelimit.capacity(account, now=now), CLAIM_CHUNK)
+    size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
+    # A round costs about as much again as the rows it claims (the account's look-up, the limiter, a
+    # pause between rounds): with batches of 1,000 (SendGrid) one round claims several of them, or the
+    # dispatcher, at ~1,000 rows a round, caps an unlimited account below what two senders can send.
+    chunk = CLAIM_CHUNK * (LARGE_BATCH_CHUNKS if size >= 1000 else 1)
+    capacity = min(ratelimit.capacity(account, now=now), chunk)
     if capacity <= 0:
         if report is not None:
-            free_in = ratelimit.rate_free_in(account)
+            # At the clock the capacity was read at: a slot that freed since then is not "no rate
+            # limit in the way" (the dispatch task would end and wait for beat's next tick).
+            free_in = ratelimit.rate_free_in(account, now=now)
             if free_in is not None:  # the rate, not the quota, is what holds these messages back
                 report["free_in"] = min(report.get("free_in", free_in), free_in)
         return 0
@@ -137,11 +145,10 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
         if not chosen:
             return 0
         Message.objects.filter(pk_in(chosen)).update(status=MessageStatus.QUEUED, queued_at=now, updated_at=now)
-        size = getattr(ADAPTERS.get(account.provider), "max_batch_size", 100)
         batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
         transaction.on_commit(lambda: [enqueue(account.channel, batch) for batch in batches])
     if report is not None and fetched >= limit:  # more may be due for this account right now
-        free_in = ratelimit.rate_free_in(account) if capacity < CLAIM_CHUNK else None
+        free_in = ratelimit.rate_free_in(account) if capacity < chunk else None
         if free_in is None:
             report["again"] = True
         else:  # this claim filled the rate window: the next round is useful only once it frees

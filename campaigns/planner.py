@@ -26,6 +26,8 @@ from django.db.models import (
     Exists,
     F,
     IntegerField,
+    Max,
+    Min,
     OuterRef,
     Q,
     Subquery,
@@ -43,6 +45,7 @@ from marketing_hub.models import Brand
 from .models import (
     COUNTED_AS_SENT,
     Campaign,
+    CampaignStatus,
     ChannelMode,
     Message,
     MessageStatus,
@@ -312,24 +315,91 @@ def _hold_referenced_rows(campaign: Campaign, steps: list) -> None:
             cursor.execute(f"SELECT 1 FROM {table} WHERE id = ANY(%s) FOR KEY SHARE", [ids])  # noqa: S608
 
 
-def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | None = None) -> Plan:
-    """Materialize the send's messages. Idempotent: planning again adds nothing."""
-    now = now or timezone.now()
-    campaign = send.campaign
+@dataclass
+class _Job:
+    """A send's plan, validated and turned into SQL pieces once; ``write`` runs it over some contacts."""
+
+    send: Send
+    now: dt.datetime
+    campaign: Campaign
+    steps: list
+    queryset: object  # the audience (with the contact filter), without reasons
+    base_time: dt.datetime
+    bucket: object
+    variant: tuple
+    common: dict
+    skipped: dict
+    skip_reason: tuple
+    same_channel_twice: bool
+
+    def write(self, contacts, skip_duplicates: bool, counted: bool):
+        """INSERT the messages of ``contacts`` (a filter of ``queryset``); with ``counted`` (PostgreSQL, a
+        first-reachable plan) returns the rows written counted as ``_insert_select`` does, else None."""
+        campaign, steps = self.campaign, self.steps
+        # The time zones of these contacts only: a first range is planned without a scan of the audience.
+        times = _send_times(contacts, campaign, self.send, self.now)
+        if not times:  # no contact here (a range of ids without any of the audience): nothing to write
+            return None
+        source = _planned_rows(_with_reasons(contacts, campaign, steps, self.now), steps, self.bucket)
+        insert = partial(_insert_select, skip_duplicates=skip_duplicates or self.same_channel_twice)
+        if connection.vendor == "postgresql":
+            # The statements below cost enough to trigger JIT compilation, which took seconds (more
+            # than it saved) for their many CASE expressions. A launch hashes the audience and sorts
+            # the messages it wrote (summarize): give it the memory instead of spilling to disk.
+            # LOCAL: for this transaction only.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+        common, skip_reason = self.common, self.skip_reason
+        if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
+            for index, step in enumerate(steps):
+                quiet = step.account.channel in QUIET_CHANNELS
+                values = {**common, **_step_values(step, index, _send_after(times, self.base_time, quiet))}
+                insert(source, values, f"p._reason_{index} = 0")
+            insert(source, self.skipped, "p._chosen = -1")
+            return None
+        # One statement for reached and skipped contacts alike: the audience is read once.
+        quiet_steps = [i for i, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
+        send_after, send_after_params = _send_after(times, self.base_time, quiet_steps)
+        reached = "p._chosen >= 0"
+        values = {
+            **common,
+            "channel": _by_step(steps, lambda s: ("%s", [s.account.channel]), "''"),
+            "step": (f"CASE WHEN {reached} THEN p._chosen ELSE 0 END", []),
+            "account_id": _by_step(steps, lambda s: _param(s.account_id)),
+            "template_id": _by_step(steps, lambda s: _param(s.template_id)),
+            "status": (f"CASE WHEN {reached} THEN %s ELSE %s END", [MessageStatus.PENDING, MessageStatus.SKIPPED]),
+            "skip_reason": (f"CASE WHEN {reached} THEN '' ELSE {skip_reason[0]} END", skip_reason[1]),
+            "send_after": (f"CASE WHEN {reached} THEN {send_after} END", send_after_params),
+            "address": _by_step(steps, lambda s: _address_sql(s.account.channel), "''"),
+        }
+        if counted and connection.vendor == "postgresql":
+            # One row per contact, all written by this statement: its RETURNING is the summary.
+            return insert(source, values, counted=True)
+        insert(source, values)
+        return None
+
+
+def plannable_steps(campaign: Campaign) -> list:
+    """The campaign's channel steps in order, or PlanningError saying why it cannot be planned."""
     steps = list(campaign.channels.select_related("account", "template").order_by("position"))
     if not steps:
         raise PlanningError("Add at least one channel (account and template) to the campaign.")
     inactive = [str(step.account) for step in steps if not step.account.is_active]
     if inactive:
         raise PlanningError(f"Sender account {inactive[0]} is not active.")
+    audience(campaign)  # raises when there is no audience
+    return steps
+
+
+def _prepare(send: Send, now: dt.datetime, contact_filter: Q | None) -> _Job:
+    """Validate the send's campaign and build its SQL pieces. Raises PlanningError; writes nothing."""
+    campaign = send.campaign
+    steps = plannable_steps(campaign)
     queryset = audience(campaign)
     if contact_filter is not None:
         queryset = queryset.filter(contact_filter)
-    times = _send_times(queryset, campaign, send, now)
-    base_time = _base_time(campaign, send, now)
     bucket, variant = _variant_sql(campaign)
-    source = _planned_rows(_with_reasons(queryset, campaign, steps, now), steps, bucket)
-    quiet_steps = [i for i, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
     common = {
         "brand_id": ("%s", [campaign.brand_id]),
         "campaign_id": ("%s", [campaign.pk]),
@@ -363,6 +433,25 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
         "send_after": ("NULL", []),
         "address": ("''", []),
     }
+    channels = [step.account.channel for step in steps]
+    job = _Job(
+        send=send, now=now, campaign=campaign, steps=steps, queryset=queryset,
+        base_time=_base_time(campaign, send, now), bucket=bucket, variant=variant, common=common,
+        skipped=skipped, skip_reason=skip_reason,
+        same_channel_twice=campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps),
+    )  # fmt: skip
+    return job
+
+
+def plan_send(
+    send: Send, now: dt.datetime | None = None, contact_filter: Q | None = None, partly_planned: bool = False
+) -> Plan:
+    """Materialize the send's messages in one transaction. Idempotent: planning again adds nothing.
+
+    ``partly_planned``: some of the send's messages may exist without its ``planned_at`` (a plan in
+    ranges that did not finish): add only what is missing."""
+    now = now or timezone.now()
+    job = _prepare(send, now, contact_filter)
     with transaction.atomic():
         # Planners of the same send take turns. The first plan of a send cannot conflict with itself
         # (one row per contact, or per contact and step with every channel), so it skips ON
@@ -371,51 +460,86 @@ def plan_send(send: Send, now: dt.datetime | None = None, contact_filter: Q | No
         # A send's messages and its planned_at are written in this one transaction: a send planned
         # before is one with planned_at (no look-up of its messages, which have no index by send).
         locked = Send.objects.select_for_update(no_key=True).values_list("planned_at", flat=True).get(pk=send.pk)
-        replanning = locked is not None
-        _hold_referenced_rows(campaign, steps)
-        channels = [step.account.channel for step in steps]
-        same_channel_twice = campaign.channel_mode == ChannelMode.EVERY_CHANNEL and len(set(channels)) < len(steps)
-        insert = partial(_insert_select, skip_duplicates=replanning or same_channel_twice)
-        if connection.vendor == "postgresql":
-            # The statements below cost enough to trigger JIT compilation, which took seconds (more
-            # than it saved) for their many CASE expressions. A launch hashes the audience and sorts
-            # the messages it wrote (summarize): give it the memory instead of spilling to disk.
-            # LOCAL: for this transaction only.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL jit = off")
-                cursor.execute("SET LOCAL work_mem = '64MB'")
-        plan = None
-        if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
-            for index, step in enumerate(steps):
-                quiet = step.account.channel in QUIET_CHANNELS
-                values = {**common, **_step_values(step, index, _send_after(times, base_time, quiet))}
-                insert(source, values, f"p._reason_{index} = 0")
-            insert(source, skipped, "p._chosen = -1")
-        else:
-            # One statement for reached and skipped contacts alike: the audience is read once.
-            send_after, send_after_params = _send_after(times, base_time, quiet_steps)
-            reached = "p._chosen >= 0"
-            values = {
-                **common,
-                "channel": _by_step(steps, lambda s: ("%s", [s.account.channel]), "''"),
-                "step": (f"CASE WHEN {reached} THEN p._chosen ELSE 0 END", []),
-                "account_id": _by_step(steps, lambda s: _param(s.account_id)),
-                "template_id": _by_step(steps, lambda s: _param(s.template_id)),
-                "status": (f"CASE WHEN {reached} THEN %s ELSE %s END", [MessageStatus.PENDING, MessageStatus.SKIPPED]),
-                "skip_reason": (f"CASE WHEN {reached} THEN '' ELSE {skip_reason[0]} END", skip_reason[1]),
-                "send_after": (f"CASE WHEN {reached} THEN {send_after} END", send_after_params),
-                "address": _by_step(steps, lambda s: _address_sql(s.account.channel), "''"),
-            }
-            if connection.vendor == "postgresql" and not replanning:
-                # One row per contact, all written by this statement: its RETURNING is the summary.
-                plan = _plan(campaign, insert(source, values, counted=True))
-                plan.targeted = plan.queued + sum(plan.skipped.values())
-            else:
-                insert(source, values)
-        if plan is None:
-            plan = summarize(send)
+        replanning = locked is not None or partly_planned
+        _hold_referenced_rows(job.campaign, job.steps)
+        counts = job.write(job.queryset, skip_duplicates=replanning, counted=not replanning)
+        plan = _plan(job.campaign, counts) if counts is not None else summarize(send)
+        if counts is not None:
+            plan.targeted = plan.queued + sum(plan.skipped.values())
         Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
     return plan
+
+
+PLAN_FIRST_RANGE = 2_000  # contact ids in the first range: sending starts once these are planned
+PLAN_RANGE_GROWTH = 4  # each next range this many times larger: few statements, each committed soon
+PLAN_LOCK_SPACE = 0x5E4D << 40  # PostgreSQL advisory lock keys of send planners: this plus the send's id
+
+
+def plan_send_in_ranges(
+    send: Send,
+    now: dt.datetime | None = None,
+    contact_filter: Q | None = None,
+    resume: bool = False,
+    after_range=None,
+) -> Plan | None:
+    """Materialize the send's messages range by range of contact ids, each range committed on its own
+    (PostgreSQL, outside any transaction), so that sending starts while the rest is planned.
+
+    The ranges grow from ``PLAN_FIRST_RANGE`` ids by ``PLAN_RANGE_GROWTH``; ``after_range`` runs after each commit
+    (the launch kicks the dispatcher). ``planned_at`` is set, with ``targeted``, only once every
+    range is written: until then the campaign cannot complete, and beat's tick resumes a plan whose
+    planner died (``resume``: ON CONFLICT keeps what was already written, so nothing is planned
+    twice; the summary is then read back from the messages). A session-level advisory lock keeps a
+    second planner of the same send out while this one works; it is released with the connection if
+    the process dies. A campaign cancelled meanwhile stops the plan after the current range.
+    Returns the plan, or None when another planner holds the send or it was planned already.
+    """
+    now = now or timezone.now()
+    key = PLAN_LOCK_SPACE + send.pk
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cursor.fetchone()[0]:
+            return None
+    try:
+        if Send.objects.filter(pk=send.pk, planned_at__isnull=False).exists():
+            return None
+        job = _prepare(send, now, contact_filter)
+        # Over every brand's ids (the primary key's two ends: no scan); later contacts are not in
+        # this send, as they would not be in a one-statement plan that had already started.
+        bounds = Contact.objects.aggregate(low=Min("id"), high=Max("id"))
+        low, size, high = bounds["low"], PLAN_FIRST_RANGE, bounds["high"]
+        plan, cancelled = Plan(), False
+        while low is not None and low <= high and not cancelled:
+            with transaction.atomic():
+                _hold_referenced_rows(job.campaign, job.steps)  # a cancel waits for this range's commit
+                status = Campaign.objects.filter(pk=job.campaign.pk).values_list("status", flat=True).first()
+                cancelled = status == CampaignStatus.CANCELLED
+                if not cancelled:
+                    contacts = job.queryset.filter(pk__gte=low, pk__lt=low + size)
+                    counts = job.write(contacts, skip_duplicates=resume, counted=not resume)
+                    if counts is not None:
+                        _add_counts(plan, job.campaign, counts)
+                    if after_range is not None:
+                        transaction.on_commit(after_range)
+            low, size = low + size, size * PLAN_RANGE_GROWTH
+        with transaction.atomic():
+            if resume or cancelled or job.campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
+                plan = summarize(send)
+            else:
+                plan.targeted = plan.queued + sum(plan.skipped.values())
+            Send.objects.filter(pk=send.pk).update(targeted=plan.targeted, planned_at=now)
+        return plan
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _add_counts(plan: Plan, campaign: Campaign, counts) -> None:
+    part = _plan(campaign, counts)
+    for total, more in ((plan.by_channel, part.by_channel), (plan.skipped, part.skipped),
+                        (plan.by_variant, part.by_variant)):  # fmt: skip
+        for name, n in more.items():
+            total[name] = total.get(name, 0) + n
 
 
 def _step_values(step, index: int, send_after: tuple[str, list]) -> dict:

@@ -29,13 +29,22 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 
-from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Suppression
+from audiences.models import ADDRESS_FIELD, Consent, ConsentStatus, Contact, Suppression
 from channels.exceptions import ProviderError, ProviderPermanentError, ProviderTransientError
 from channels.models import ChannelAccount
 from channels.providers import OutboundMessage, get_adapter
 from channels.sms import sms_segments
 
-from .models import Campaign, CampaignStatus, ChannelMode, Message, MessageStatus, MessageTemplate, SkipReason
+from .models import (
+    Campaign,
+    CampaignStatus,
+    ChannelMode,
+    Message,
+    MessageStatus,
+    MessageTemplate,
+    SkipReason,
+    Variant,
+)
 from .rendering import NoContentError, render_message
 from .templating import CONTACT_FIELDS, TemplateError
 
@@ -173,7 +182,7 @@ def _claim(ids: list[int]) -> list[_Claimed]:
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
-        return _with_contacts(_claim_postgresql(ids, now), now)
+        return _claim_postgresql(ids, now)
     with transaction.atomic():
         rows = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -204,33 +213,76 @@ def _with_contacts(ids: list[int], now) -> list[_Claimed]:
     rows = _claimed_rows(ids)
     if len(rows) < len(ids):
         found = {row["pk"] for row in rows}
-        Message.objects.filter(pk_in([pk for pk in ids if pk not in found])).update(
-            status=MessageStatus.CANCELLED, error_code="contact_deleted", updated_at=now
-        )
+        _cancel_orphans([pk for pk in ids if pk not in found], now)
     return [_Claimed(row) for row in rows]
 
 
-def _claim_postgresql(ids: list[int], now) -> list[int]:
-    """``_claim`` in one statement: lock the still-queued rows (SKIP LOCKED), move each by its
-    campaign's status (running or none: sending; cancelled: cancelled; else back to pending)."""
+# What a claim reads of each message (besides OUTCOME_FIELDS), as _Claimed names them.
+_MESSAGE_COLUMNS = ("id", "brand_id", "campaign_id", "contact_id", "variant_id", "channel", "step", "account_id",
+                    "template_id", "marketing", "address", "context")  # fmt: skip
+
+
+def _claim_postgresql(ids: list[int], now) -> list[_Claimed]:
+    """``_claim`` in one statement that also reads what sending needs: lock the still-queued rows
+    (SKIP LOCKED), move each by its campaign's status (running or none: sending; cancelled:
+    cancelled; else back to pending) and return the moved rows with their contact's fields and their
+    variant's template (a second SELECT of the claimed rows and contacts cost a tenth of a batch)."""
     quote = connection.ops.quote_name
-    table, campaigns = quote(Message._meta.db_table), quote(Campaign._meta.db_table)
-    status, updated_at, campaign_id = (
-        quote(Message._meta.get_field(n).column) for n in ("status", "updated_at", "campaign")
-    )
+    tables = {model: quote(model._meta.db_table) for model in (Message, Campaign, Variant, Contact)}
+    column = {name: quote(Message._meta.get_field(name).column) for name in (*_MESSAGE_COLUMNS, *OUTCOME_FIELDS)}
+    column.update({name: quote(name) for name in ("id", "updated_at")})
+    contact_columns = [quote(Contact._meta.get_field(name).column) for name in CONTACT_FIELDS]
+    status, updated_at = column["status"], column["updated_at"]
+    variant_template = quote(Variant._meta.get_field("template").column)
+    returned = [f"m.{column[name]}" for name in (*_MESSAGE_COLUMNS, *OUTCOME_FIELDS)]
+    returned += ["picked.variant_template_id", "picked.contact_found"]
+    returned += [f"picked.contact_{i}" for i in range(len(contact_columns))]
+    picked_contact = ", ".join(f"ct.{name} AS contact_{i}" for i, name in enumerate(contact_columns))
     # Identifiers come from the model's metadata; every value is a parameter.
     sql = (
-        f"UPDATE {table} AS m SET {status} = CASE WHEN picked.cs IS NULL OR picked.cs = %s THEN %s "  # noqa: S608
+        f"UPDATE {tables[Message]} AS m SET {status} = CASE WHEN picked.cs IS NULL OR picked.cs = %s THEN %s "  # noqa: S608
         f"WHEN picked.cs = %s THEN %s ELSE %s END, {updated_at} = %s "
-        f"FROM (SELECT q.id, c.{status} AS cs FROM {table} q LEFT JOIN {campaigns} c ON c.id = q.{campaign_id} "
+        f"FROM (SELECT q.id, c.{status} AS cs, v.{variant_template} AS variant_template_id, "
+        f"ct.id IS NOT NULL AS contact_found, {picked_contact} FROM {tables[Message]} q "
+        f"LEFT JOIN {tables[Campaign]} c ON c.id = q.{column['campaign_id']} "
+        f"LEFT JOIN {tables[Variant]} v ON v.id = q.{column['variant_id']} "
+        f"LEFT JOIN {tables[Contact]} ct ON ct.id = q.{column['contact_id']} "
         f"WHERE q.id = ANY(%s::bigint[]) AND q.{status} = %s FOR UPDATE OF q SKIP LOCKED) AS picked "
-        f"WHERE m.id = picked.id RETURNING m.id, m.{status}"
+        f"WHERE m.id = picked.id RETURNING {', '.join(returned)}"
     )
     params = [CampaignStatus.RUNNING, MessageStatus.SENDING, CampaignStatus.CANCELLED, MessageStatus.CANCELLED,
               MessageStatus.PENDING, now, list(ids), MessageStatus.QUEUED]  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return sorted(pk for pk, moved_to in cursor.fetchall() if moved_to == MessageStatus.SENDING)
+        rows = cursor.fetchall()
+    names = ("pk", *_MESSAGE_COLUMNS[1:], *OUTCOME_FIELDS)
+    json_fields = [(names.index("context"), Message._meta.get_field("context"))]
+    attributes = Contact._meta.get_field("attributes")
+    claimed, orphans = [], []
+    for row in sorted(rows, key=lambda row: row[0]):
+        if row[names.index("status")] != MessageStatus.SENDING:
+            continue
+        if not row[len(names) + 1]:  # its contact is gone: see _with_contacts
+            orphans.append(row[0])
+            continue
+        values = dict(zip(names, row, strict=False))
+        for index, field in json_fields:  # jsonb comes as text; the field decodes it as the ORM would
+            values[names[index]] = field.from_db_value(row[index], None, connection)
+        values["variant_template_id"] = row[len(names)]
+        contact = dict(zip(CONTACT_FIELDS, row[len(names) + 2 :], strict=True))
+        contact["attributes"] = attributes.from_db_value(contact["attributes"], None, connection)
+        contact["id"] = values["contact_id"]
+        values["contact"] = contact
+        claimed.append(_Claimed(values))
+    if orphans:
+        _cancel_orphans(orphans, now)
+    return claimed
+
+
+def _cancel_orphans(ids: list[int], now) -> None:
+    Message.objects.filter(pk_in(ids)).update(
+        status=MessageStatus.CANCELLED, error_code="contact_deleted", updated_at=now
+    )
 
 
 def _still_allowed(messages: list[_Claimed]) -> dict[int, str]:

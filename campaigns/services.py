@@ -10,8 +10,9 @@ when none of its messages is pending, queued or being sent.
 
 import datetime as dt
 import json
+import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -27,7 +28,9 @@ from .models import (
     Send,
     Variant,
 )
-from .planner import PlanningError, plan_send
+from .planner import PlanningError, plan_send, plan_send_in_ranges, plannable_steps
+
+log = logging.getLogger(__name__)
 
 S = CampaignStatus
 ALLOWED = {
@@ -74,9 +77,7 @@ def transition(campaign: Campaign, to: str, actor: str = "", note: str = "") -> 
 
 
 def _kick() -> None:
-    from .tasks import dispatch
-
-    transaction.on_commit(lambda: dispatch.apply_async(queue="default"))
+    transaction.on_commit(_dispatch_now)
 
 
 def launch(campaign: Campaign, actor: str = "", now: dt.datetime | None = None) -> Campaign:
@@ -99,19 +100,55 @@ def launch(campaign: Campaign, actor: str = "", now: dt.datetime | None = None) 
 
 
 def start_send(campaign: Campaign, occurrence: str, actor: str = "", now: dt.datetime | None = None) -> Campaign:
-    """Plan one occurrence and run it. Idempotent per occurrence (the Send is unique)."""
+    """Plan one occurrence and run it. Idempotent per occurrence (the Send is unique).
+
+    On PostgreSQL outside a transaction a new send is planned in ranges of contacts, each committed
+    and followed by a kick, so that the first messages go out while the rest is being planned (the
+    campaign is running from the first range on and completes only once its plan is whole). Inside a
+    transaction, and on SQLite, the plan is one transaction with the transition, as before.
+    """
     now = now or timezone.now()
+    phase = "test" if campaign.ab_test_share and occurrence == "once" else "all"
+    contact_filter = _test_share_filter(campaign) if phase == "test" else None
+    in_ranges = connection.vendor == "postgresql" and not connection.in_atomic_block
     with transaction.atomic():
-        if campaign.ab_test_share and occurrence == "once":
-            send, _ = Send.objects.get_or_create(campaign=campaign, occurrence=occurrence, phase="test")
-            plan_send(send, now, contact_filter=_test_share_filter(campaign))
+        send, created = Send.objects.get_or_create(campaign=campaign, occurrence=occurrence, phase=phase)
+        in_ranges = in_ranges and send.planned_at is None
+        if in_ranges:
+            plannable_steps(campaign)  # a PlanningError leaves nothing behind: no send, no transition
         else:
-            send, _ = Send.objects.get_or_create(campaign=campaign, occurrence=occurrence, phase="all")
-            plan_send(send, now)
+            plan_send(send, now, contact_filter=contact_filter, partly_planned=not created)
         if campaign.status != S.RUNNING:
             transition(campaign, S.RUNNING, actor, f"send {occurrence}")
-        _kick()
+        if not in_ranges:
+            _kick()
+    if in_ranges:
+        plan_send_in_ranges(send, now, contact_filter=contact_filter, resume=not created, after_range=_dispatch_now)
     return campaign
+
+
+def resume_plans() -> int:
+    """Beat: finish the plans in ranges whose planner stopped half-way (its process died): a send
+    without ``planned_at`` of a running or paused campaign that no planner holds. Returns how many."""
+    if connection.vendor != "postgresql":
+        return 0
+    resumed = 0
+    unplanned = Send.objects.filter(planned_at__isnull=True, campaign__status__in=[S.RUNNING, S.PAUSED])
+    for send in unplanned.select_related("campaign"):
+        contact_filter = _test_share_filter(send.campaign) if send.phase == "test" else None
+        try:
+            plan = plan_send_in_ranges(send, contact_filter=contact_filter, resume=True, after_range=_dispatch_now)
+        except PlanningError:
+            log.exception("cannot resume the plan of send %s", send.pk)
+            continue
+        resumed += plan is not None
+    return resumed
+
+
+def _dispatch_now() -> None:
+    from .tasks import dispatch
+
+    dispatch.apply_async(queue="default")
 
 
 def _test_share_filter(campaign: Campaign) -> Q:
@@ -183,6 +220,8 @@ def complete_if_done(campaign: Campaign) -> bool:
         return False
     if Message.objects.filter(campaign=campaign, status__in=OPEN_STATUSES).exists():
         return False
+    if campaign.sends.filter(planned_at__isnull=True).exists():
+        return False  # a plan in ranges still being written (or to be resumed by the tick)
     if campaign.ab_test_share and not campaign.sends.filter(phase="rest").exists():
         return False  # waiting for the winner
     if campaign.schedule_kind == ScheduleKind.RECURRING:

@@ -224,17 +224,46 @@ def test_a_claim_that_fills_the_rate_window_says_when_it_frees_instead_of_asking
     assert "again" not in report and 0.9 < report["free_in"] <= 1.0
 
 
+def test_a_full_rate_window_reports_when_it_frees_at_the_clock_its_capacity_was_read_at(brand_a, sandbox):
+    """A round reads the capacity at its start; when the window frees a moment later, the round still
+    says when (zero seconds or more), not "nothing due": the dispatch task would end until the tick."""
+    from channels import ratelimit
+
+    contact_list, _ = contacts(brand_a, 30, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    filled = timezone.now() - dt.timedelta(seconds=2)  # a window filled two seconds ago...
+    Message.objects.filter(campaign=spring).update(send_after=filled - dt.timedelta(seconds=1))
+    assert len(ratelimit.acquire(sms, [f"x{i}" for i in range(10)], now=filled)) == 10
+    report: dict = {}
+    # ...and a round whose clock read 0.4 s after that: full then, free by the wall clock now.
+    assert dispatcher.dispatch(now=filled + dt.timedelta(seconds=0.4), enqueue=lambda _c, _i: None, report=report) == 0
+    assert report["free_in"] == pytest.approx(0.6)
+
+
 def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(brand_a, sandbox, monkeypatch):
     contact_list, _ = contacts(brand_a, 30, consent=("email",))
     email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
     _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
     monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 20)
+    monkeypatch.setattr(dispatcher, "LARGE_BATCH_CHUNKS", 1)  # SendGrid's batches: one chunk a round here
     report: dict = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 20
     assert report == {"again": True}
     report = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
     assert report == {}  # everything due is claimed: nothing to come back for
+
+
+def test_an_account_with_batches_of_a_thousand_claims_several_batches_a_round(brand_a, sandbox, monkeypatch):
+    contact_list, _ = contacts(brand_a, 30, consent=("email",))
+    email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
+    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 10)
+    batches = []
+    report: dict = {}
+    assert dispatcher.dispatch(enqueue=lambda _channel, ids: batches.append(ids), report=report) == 30
+    assert [len(batch) for batch in batches] == [30] and report == {}
 
 
 def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
@@ -269,3 +298,34 @@ def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
         assert row["attempts"] == 1 and row["updated_at"] == now
         for name, value in changes.items():
             assert row[name] == value, name
+
+
+def test_a_claim_reads_in_its_one_statement_exactly_what_the_orm_reads(brand_a):
+    from campaigns.models import Variant
+
+    contact_list, people = contacts(brand_a, 6, consent=("email",), attributes={"tier": "gold", "n": [1, 2.5]})
+    email = account(brand_a, "email")
+    spring = campaign(brand_a, contact_list, [(email, template(brand_a))])
+    Variant.objects.create(campaign=spring, name="A", weight=50, template=template(brand_a, name="Variant A"))
+    Variant.objects.create(campaign=spring, name="B", weight=50)
+    _launch(spring)
+    messages = Message.objects.filter(campaign=spring).order_by("id")
+    messages.filter(contact=people[1]).update(context={"coupon": "SPRING", "nested": {"x": None}})
+    messages.update(status="queued")
+    with connection.cursor() as cursor:  # a contact deleted under its message (see the test above)
+        cursor.execute("DELETE FROM audiences_consent WHERE contact_id = %s", [people[2].pk])
+        cursor.execute("DELETE FROM audiences_listmembership WHERE contact_id = %s", [people[2].pk])
+        cursor.execute("DELETE FROM audiences_contact WHERE id = %s", [people[2].pk])
+    ids = list(messages.values_list("id", flat=True))
+
+    claimed = sender._claim(ids)
+
+    expected = sender._claimed_rows(ids)  # the ORM's reading of the same rows, now 'sending'
+    assert [vars_of(c) for c in claimed] == expected
+    assert {c.variant_template_id for c in claimed} == {None, *Variant.objects.filter(campaign=spring)
+                                                        .exclude(template=None).values_list("template", flat=True)}  # fmt: skip
+    assert Message.objects.get(contact_id=people[2].pk).error_code == "contact_deleted"
+
+
+def vars_of(claimed) -> dict:
+    return {name: getattr(claimed, name) for name in claimed.__slots__ if hasattr(claimed, name)}
