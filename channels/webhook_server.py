@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -347,9 +346,10 @@ def build_app(**options) -> web.Application:
 
 def _run(host: str, port: int, reuse_port: bool, options: dict) -> str:
     app = build_app(**options)
-    # The writer thread waits on PostgreSQL without the GIL and needs it back at once when answered:
-    # with the default 5 ms switch interval a busy event loop holds it that long at each round trip.
-    sys.setswitchinterval(0.0005)
+    # Python's default 5 ms GIL switch interval: round one's 0.5 ms (to hand the writer thread the GIL back
+    # sooner after each round trip) cost more than it gave once the load generator was cheap: 1,270 and
+    # 1,454/s against 865 and 1,341/s at 32 requests in flight, 2,419 against 1,528/s at 256, and ~15 %
+    # more server CPU a callback (docs/benchmarks.md).
     web.run_app(app, host=host, port=port, access_log=None, print=None, reuse_port=reuse_port or None)
     batches = app[INGEST].batches
     return f"{batches.requests} requests in {batches.committed} transactions"

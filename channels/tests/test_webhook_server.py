@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from django.core.exceptions import TooManyFieldsSent
-from django.http import QueryDict
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.exceptions import TooManyFieldsSent
+from django.http import QueryDict
 from twilio.request_validator import RequestValidator
 
 from audiences.models import Consent, Contact, Suppression
@@ -22,8 +22,7 @@ from campaigns.models import Message
 from campaigns.tests.factories import account
 from channels.models import ChannelAccount, ProviderEvent, WebhookLog
 from channels.webhook_server import _fields, running
-from channels.webhooks import Rejected
-from channels.webhooks import rejection_count
+from channels.webhooks import Rejected, rejection_count
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server's threads have their own connections
 TOKEN = "token-test"  # the factory's Twilio auth token
