@@ -349,7 +349,7 @@ def _run(host: str, port: int, reuse_port: bool, options: dict) -> str:
     # Python's default 5 ms GIL switch interval: round one's 0.5 ms (to hand the writer thread the GIL back
     # sooner after each round trip) cost more than it gave once the load generator was cheap: 1,270 and
     # 1,454/s against 865 and 1,341/s at 32 requests in flight, 2,419 against 1,528/s at 256, and ~15 %
-    # more server CPU a callback (docs/benchmarks.md).
+    # more server CPU a callback, on the loaded machine; level when it was quiet (docs/benchmarks.md).
     web.run_app(app, host=host, port=port, access_log=None, print=None, reuse_port=reuse_port or None)
     batches = app[INGEST].batches
     return f"{batches.requests} requests in {batches.committed} transactions"
