@@ -8,8 +8,12 @@ normalized, the message moved forward), beside a bare app answering 200 on the s
 2. SendGrid: "delivered" events in signed batches (ECDSA, as SendGrid posts them: up to a thousand
    events a request), one event per message.
 
-Each phase fires every request with aiohttp from this process, then waits until all events are stored
-and all messages moved: that is the clock. The servers, one after the other on the same port:
+Each phase fires every request from this process, then waits until all events are stored and all
+messages moved: that is the clock. The load generator is cheap on purpose (in production Twilio's servers
+send the callbacks, not this machine): ``--concurrency`` keep-alive HTTP/1.1 connections on a bare asyncio
+protocol, each writing the next prebuilt request (signed before the clock starts) as soon as the previous
+answer's status line and Content-Length are read; the same generator for every server, so the ratios stay
+fair. ``--fast-root /work/main`` runs another checkout's serve_webhooks (A/B on the same database). The servers, one after the other on the same port:
 - the fast path (``manage.py serve_webhooks``: aiohttp, group commit) beside a bare aiohttp app that
   reads the body and answers 200 (one process each);
 - for reference, the Django views on gunicorn (``--workers`` sync workers) beside a bare WSGI app on
@@ -33,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -230,23 +234,113 @@ def postgres_cpu() -> float:
     return total / CLOCK_TICKS
 
 
-async def fire(requests: list[tuple[str, bytes, dict]], concurrency: int) -> dict:
-    import aiohttp
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the load generator: writes the next prebuilt request as soon as
+    the previous answer is complete, reading only the status line and how long the body is."""
 
-    statuses: dict[int, int] = {}
-    queue = list(reversed(requests))
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    def __init__(self, load: "_Load"):
+        self.load, self.buffer, self.transport, self.waiting = load, b"", None, False
 
-        async def worker():
-            while queue:
-                url, body, headers = queue.pop()
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.load.send(self)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        while buffer:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[:end].lower()
+            start = head.find(b"\r\ncontent-length:")
+            if start >= 0:
+                stop = head.find(b"\r\n", start + 2)
+                size = end + 4 + int(head[start + 17 : stop if stop >= 0 else end])
+                if len(buffer) < size:
+                    break
+            elif b"\r\ntransfer-encoding: chunked" in head:
+                size = buffer.find(b"\r\n0\r\n\r\n", end) + 7  # the bench's answers are one small chunk
+                if size < 7:
+                    break
+            else:
+                break  # the body runs until the server closes the connection
+            self.waiting = False
+            self.load.answered(int(buffer[9:12]))
+            buffer = buffer[size:]
+            if b"\r\nconnection: close" in head:
+                self.transport.close()
+                return
+            self.load.send(self)
+        self.buffer = buffer
+
+    def connection_lost(self, exc) -> None:
+        if self.waiting:  # an answer that ran until the close, or none: status 0
+            self.load.answered(int(self.buffer[9:12]) if self.buffer.startswith(b"HTTP/1.") else 0)
+        self.load.closed()
+
+
+class _Load:
+    """``concurrency`` connections each with one request in flight until ``requests`` are all answered."""
+
+    def __init__(self, requests: list[bytes], concurrency: int, host: str, port: int):
+        self.queue, self.concurrency, self.host, self.port = list(reversed(requests)), concurrency, host, port
+        self.statuses: dict[int, int] = {}
+        self.open = 0
+        self.done = asyncio.get_running_loop().create_future()
+
+    def send(self, conn: _Connection) -> None:
+        if self.queue:
+            conn.waiting = True
+            conn.transport.write(self.queue.pop())
+        else:
+            conn.transport.close()
+
+    def answered(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def closed(self) -> None:
+        self.open -= 1
+        if self.queue:  # a server that closes after each answer (gunicorn's sync workers): connect again
+            self.connect()
+        elif not self.open and not self.done.done():
+            self.done.set_result(None)
+
+    def connect(self) -> None:
+        self.open += 1
+        task = asyncio.ensure_future(asyncio.get_running_loop().create_connection(lambda: _Connection(self), self.host,
+                                                                                  self.port))  # fmt: skip
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task) -> None:
+        if task.exception() is not None:
+            self.answered(0)
+            self.open -= 1
+            if self.queue:
+                self.queue.pop()
+            if self.queue:
+                self.connect()
+            elif not self.open and not self.done.done():
+                self.done.set_result(None)
+
+
+def prebuilt(requests: list[tuple[str, bytes, dict]]) -> list[bytes]:
+    """Each request as the bytes on the wire (HTTP/1.1, keep-alive), built before the clock starts."""
+    built = []
+    for url, body, headers in requests:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in headers.items()),
+                 f"Content-Length: {len(body)}", "", ""]  # fmt: skip
+        built.append("\r\n".join(lines).encode() + body)
+    return built
+
+
+async def fire(requests: list[bytes], concurrency: int, port: int) -> dict:
+    load = _Load(requests, concurrency, "127.0.0.1", port)
+    for _ in range(min(concurrency, len(requests))):
+        load.connect()
+    await load.done
+    return load.statuses
 
 
 @dataclass
@@ -264,16 +358,18 @@ class Run:
         return self.count / self.seconds
 
     def cpu(self) -> str:
+        requests = sum(self.statuses.values()) or 1
+        per = ", ".join(f"{1000 * cpu / requests:.3f}" for cpu in (self.server_cpu, self.db_cpu, self.client_cpu))
         return (f"CPU server {self.server_cpu:.1f} s + PostgreSQL {self.db_cpu:.1f} s, load generator "
-                f"{self.client_cpu:.1f} s; load {self.load[0]} -> {self.load[1]}")  # fmt: skip
+                f"{self.client_cpu:.1f} s (per request {per} ms); load {self.load[0]} -> {self.load[1]}")  # fmt: skip
 
 
-def measure(process, requests, count: int, concurrency: int, done=None) -> Run:
+def measure(process, requests: list[bytes], count: int, concurrency: int, port: int, done=None) -> Run:
     """Fire the requests; with ``done``, the clock also runs until it says everything is stored."""
     load = Path("/proc/loadavg").read_text().split()[0]
     server0, db0, client0 = process_cpu(process.pid), postgres_cpu(), time.process_time()
     started = time.perf_counter()
-    statuses = asyncio.run(fire(requests, concurrency))
+    statuses = asyncio.run(fire(requests, concurrency, port))
     while done is not None and not done() and time.perf_counter() - started < 600:
         time.sleep(0.02)
     seconds = time.perf_counter() - started
@@ -292,6 +388,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="SendGrid events per request")
     parser.add_argument("--no-gunicorn", action="store_true", help="skip the Django views on gunicorn")
     parser.add_argument("--fast-options", default="", help="more options for serve_webhooks, e.g. '--linger-ms 2'")
+    parser.add_argument("--fast-root", default=str(ROOT),
+                        help="the checkout whose serve_webhooks runs (A/B: e.g. /work/main; same database)")  # fmt: skip
     args = parser.parse_args()
     public = f"http://127.0.0.1:{args.port}"
     hubs = ["fast"] if args.no_gunicorn else ["fast", "gunicorn"]
@@ -302,8 +400,9 @@ def main() -> None:
     from channels.models import ProviderEvent, WebhookLog
 
     connection.close()  # no idle connection of ours through the runs (it is reopened to check)
-    twilio = {hub: twilio_requests(account, sets[hub][1], public) for hub in hubs}
-    sendgrid = {hub: sendgrid_requests(email, sets[hub][2], public, args.batch, sets[hub][0]) for hub in hubs}
+    twilio = {hub: prebuilt(twilio_requests(account, sets[hub][1], public)) for hub in hubs}
+    sendgrid = {hub: prebuilt(sendgrid_requests(email, sets[hub][2], public, args.batch, sets[hub][0]))
+                for hub in hubs}  # fmt: skip
     sg_concurrency = min(args.concurrency, 8)
 
     def stored(hub):
@@ -350,15 +449,24 @@ def main() -> None:
     (var / "bare_wsgi.py").write_text(BARE_APP)
     out = []
     with server([sys.executable, str(var / "bare_aiohttp.py"), str(args.port)], args.port) as bare:
-        bare_twilio = measure(bare, twilio["fast"], args.callbacks, args.concurrency)
+        bare_twilio = measure(bare, twilio["fast"], args.callbacks, args.concurrency, args.port)
         bare_sg = (
-            measure(bare, sendgrid["fast"], args.sendgrid_events, sg_concurrency) if args.sendgrid_events else None
+            measure(bare, sendgrid["fast"], args.sendgrid_events, sg_concurrency, args.port)
+            if args.sendgrid_events
+            else None
         )
-    manage = [sys.executable, "manage.py", "serve_webhooks", "--port", str(args.port), *args.fast_options.split()]
+    manage = [
+        sys.executable,
+        str(Path(args.fast_root) / "manage.py"),
+        "serve_webhooks",
+        "--port",
+        str(args.port),
+        *args.fast_options.split(),
+    ]
     with server(manage, args.port, {"PUBLIC_BASE_URL": public}) as fast:
         twilio_done, sendgrid_done = stored("fast")
-        hub_twilio = measure(fast, twilio["fast"], args.callbacks, args.concurrency, twilio_done)
-        hub_sg = (measure(fast, sendgrid["fast"], args.sendgrid_events, sg_concurrency, sendgrid_done)
+        hub_twilio = measure(fast, twilio["fast"], args.callbacks, args.concurrency, args.port, twilio_done)
+        hub_sg = (measure(fast, sendgrid["fast"], args.sendgrid_events, sg_concurrency, args.port, sendgrid_done)
                   if args.sendgrid_events else None)  # fmt: skip
     out.append(twilio_line("fast path (aiohttp, group commit)", hub_twilio, "fast"))
     out.append(twilio_line("bare aiohttp app answering 200   ", bare_twilio))
@@ -367,14 +475,16 @@ def main() -> None:
     )
     if not args.no_gunicorn:
         with server(gunicorn("bare_wsgi:app", args.port, args.workers), args.port, {"PYTHONPATH": str(var)}, 1) as bare:
-            wsgi_twilio = measure(bare, twilio["gunicorn"], args.callbacks, args.concurrency)
-            wsgi_sg = (measure(bare, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency)
+            wsgi_twilio = measure(bare, twilio["gunicorn"], args.callbacks, args.concurrency, args.port)
+            wsgi_sg = (measure(bare, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency, args.port)
                        if args.sendgrid_events else None)  # fmt: skip
         app = gunicorn("marketing_hub.wsgi:application", args.port, args.workers)
         with server(app, args.port, {"PUBLIC_BASE_URL": public}, 3) as django:
             twilio_done, sendgrid_done = stored("gunicorn")
-            django_twilio = measure(django, twilio["gunicorn"], args.callbacks, args.concurrency, twilio_done)
-            django_sg = (measure(django, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency, sendgrid_done)
+            django_twilio = measure(
+                django, twilio["gunicorn"], args.callbacks, args.concurrency, args.port, twilio_done
+            )
+            django_sg = (measure(django, sendgrid["gunicorn"], args.sendgrid_events, sg_concurrency, args.port, sendgrid_done)
                          if args.sendgrid_events else None)  # fmt: skip
         out.append(twilio_line(f"reference: Django views on gunicorn ({args.workers} sync workers)", django_twilio,
                                "gunicorn"))  # fmt: skip

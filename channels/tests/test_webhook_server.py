@@ -13,14 +13,16 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.exceptions import TooManyFieldsSent
+from django.http import QueryDict
 from twilio.request_validator import RequestValidator
 
 from audiences.models import Consent, Contact, Suppression
 from campaigns.models import Message
 from campaigns.tests.factories import account
 from channels.models import ChannelAccount, ProviderEvent, WebhookLog
-from channels.webhook_server import running
-from channels.webhooks import rejection_count
+from channels.webhook_server import _fields, running
+from channels.webhooks import Rejected, rejection_count
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server's threads have their own connections
 TOKEN = "token-test"  # the factory's Twilio auth token
@@ -183,3 +185,29 @@ def test_a_rotated_token_is_accepted_at_once_and_the_old_one_refused(serve, bran
     assert post_all([status_callback(uncached, sms, messages[2], token="rotated")]) == [200]
     statuses = list(Message.objects.order_by("pk").values_list("status", flat=True))
     assert statuses == ["delivered", "delivered", "delivered"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "q=a+b", "a=1&&b", "a", "=x&a=", "a=1&a=2;b=3", "x=%2B+y%zz&x=%C3%A9&x=1&x=%C3%A9", "Body=Gr%C3%BC%C3%9Fe+%26+more%3D",
+     "To=whatsapp%3A%2B4915112345678&MessageSid=SM1&MessageStatus=delivered&%61=b"],
+)  # fmt: skip
+def test_the_fast_path_reads_form_fields_as_django_does(text):
+    form, django = _fields(text), QueryDict(text)
+    assert dict(form.items()) == dict(django.items())  # the last value of a repeated field
+    assert form.lists == dict(django.lists())
+    assert [form.getlist(k) for k in [*django, "missing"]] == [django.getlist(k) for k in [*django, "missing"]]
+    assert [form.get(k) for k in [*django, "missing"]] == [django.get(k) for k in [*django, "missing"]]
+    validator = RequestValidator(TOKEN)  # Twilio signs every value of each field
+    assert validator.compute_signature("https://hub.test/x", form) == validator.compute_signature(
+        "https://hub.test/x", django
+    )
+
+
+def test_the_fast_path_refuses_too_many_fields_as_django_does(settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 3
+    assert len(_fields("a=1&b=2&c=3")) == len(QueryDict("a=1&b=2&c=3")) == 3
+    with pytest.raises(Rejected):
+        _fields("a=1&b=2&&c=3")
+    with pytest.raises(TooManyFieldsSent):
+        QueryDict("a=1&b=2&&c=3")
