@@ -42,6 +42,24 @@ def setup_django():
     django.setup()
 
 
+def backends_cpu_seconds(database: str, own: bool = True) -> float:
+    """utime + stime of the PostgreSQL backends serving ``database`` (``own=False``: not this script's)."""
+    from django.db import connection
+
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = %s" + ("" if own else " AND pid <> pg_backend_pid()")
+    with connection.cursor() as cursor:
+        cursor.execute(query, [database])
+        pids = [row[0] for row in cursor.fetchall()]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the backend ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def load_line() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 

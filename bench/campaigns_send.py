@@ -32,9 +32,11 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bigdb import backends_cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 DB_NAME = "mh_bench_send"  # --db-name / BENCH_DB_NAME
 REDIS = "redis://127.0.0.1:6379"  # --redis / BENCH_REDIS
@@ -55,20 +57,7 @@ def load() -> str:
 
 def postgres_cpu_seconds() -> float:
     """utime + stime of the PostgreSQL backends serving the bench database (its share of the server)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME])
-        pids = [row[0] for row in cursor.fetchall()]
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return backends_cpu_seconds(DB_NAME)
 
 
 def group_cpu_seconds(pgids: list[int]) -> float:

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bigdb import load_line
+from bigdb import backends_cpu_seconds, load_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -219,19 +219,7 @@ def process_cpu(pid: int) -> float:
 
 def postgres_cpu() -> float:
     """utime + stime of the PostgreSQL backends of the bench database, but this script's own."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB])
-        pids = [row[0] for row in cursor.fetchall()]
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return backends_cpu_seconds(DB, own=False)
 
 
 class _Connection(asyncio.Protocol):
