@@ -34,7 +34,7 @@ from django.db.models.lookups import (
 )
 from django.utils import timezone
 
-from .models import Channel, ConsentStatus, ListMembership, consent_column
+from .models import Channel, ConsentStatus, Contact, ListMembership, consent_column
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -241,7 +241,8 @@ def _positive(kind: str, field: str, op: str, value, now: dt.datetime) -> Q:
     if op == "is_set":
         return is_set
     if kind == "text" and op in ("equals", "in") and "" not in ([value] if op == "equals" else value):
-        return _compare(column, op, value, now, text=True)  # equal to a non-blank text: set already
+        if not Contact._meta.get_field(field).null:  # never NULL, so NOT (country = 'DE') is never NULL
+            return _compare(column, op, value, now, text=True)  # equal to a non-blank text: set already
     return is_set & _compare(column, op, value, now, text=kind == "text")
 
 

@@ -216,3 +216,18 @@ def test_attribute_equality_tells_a_text_from_a_number_or_boolean_with_the_same_
     assert members("in", ["true", "gold", 5]) == [0, 2, 4, 6]
     assert members("not_equals", "gold") == [0, 1, 2, 3, 4, 5, 7, 8]  # a missing key or a null is "not gold"
     assert members("not_in", ["5", "true"]) == [0, 2, 3, 5, 6, 7, 8]
+
+
+@pytest.mark.django_db
+def test_not_equals_on_a_text_field_keeps_the_contacts_without_one(brand_a):
+    """A NULL email or a blank country is "not equal" to any text (NOT of a NULL comparison is NULL)."""
+    blank = Contact.objects.create(brand=brand_a, email=None, country="")
+    other = Contact.objects.create(brand=brand_a, email="b@x.test", country="AT")
+    Contact.objects.create(brand=brand_a, email="a@x.test", country="DE")
+    for field, value in (("email", "a@x.test"), ("country", "DE")):
+        for op, operand in (("not_equals", value), ("not_in", [value])):
+            rules = {"field": field, "op": op, "value": operand}
+            found = set(
+                Contact.objects.filter(brand=brand_a).filter(compile_rules(rules, NOW)).values_list("pk", flat=True)
+            )
+            assert found == {blank.pk, other.pk}, rules
