@@ -380,14 +380,19 @@ class _Job:
         return None
 
 
-def plannable_steps(campaign: Campaign) -> list:
-    """The campaign's channel steps in order, or PlanningError saying why it cannot be planned."""
+def _checked_steps(campaign: Campaign) -> list:
     steps = list(campaign.channels.select_related("account", "template").order_by("position"))
     if not steps:
         raise PlanningError("Add at least one channel (account and template) to the campaign.")
     inactive = [str(step.account) for step in steps if not step.account.is_active]
     if inactive:
         raise PlanningError(f"Sender account {inactive[0]} is not active.")
+    return steps
+
+
+def plannable_steps(campaign: Campaign) -> list:
+    """The campaign's channel steps in order, or PlanningError saying why it cannot be planned."""
+    steps = _checked_steps(campaign)
     audience(campaign)  # raises when there is no audience
     return steps
 
@@ -395,8 +400,8 @@ def plannable_steps(campaign: Campaign) -> list:
 def _prepare(send: Send, now: dt.datetime, contact_filter: Q | None) -> _Job:
     """Validate the send's campaign and build its SQL pieces. Raises PlanningError; writes nothing."""
     campaign = send.campaign
-    steps = plannable_steps(campaign)
-    queryset = audience(campaign)
+    steps = _checked_steps(campaign)
+    queryset = audience(campaign)  # raises when there is no audience
     if contact_filter is not None:
         queryset = queryset.filter(contact_filter)
     bucket, variant = _variant_sql(campaign)
