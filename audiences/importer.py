@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from marketing_hub.models import Brand
 
@@ -595,18 +596,22 @@ class PostgresLoader:
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
         self.contact = Contact._meta.db_table
         self.done = False  # import_done holds rows
+        # Whether the next chunk is first tried as new contacts only (see load); the previous chunk decides.
+        self.all_new = True
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
+            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [self.contact])
+            self.sequence = cursor.fetchone()[0]
+            # While chunks are tried as new contacts, each row gets its new contact's id as it is copied in.
             cursor.execute(
                 "CREATE TEMP TABLE import_stage (line integer, "
                 + ", ".join(f"{f} text" for f in FIELDS)
-                + ", attributes jsonb, consents text[], id_x bigint, id_e bigint, id_p bigint, contact_id bigint,"
-                " is_new boolean NOT NULL DEFAULT false)"
+                + ", attributes jsonb, consents text[], id_x bigint, id_e bigint, id_p bigint,"
+                " contact_id bigint DEFAULT nextval(%s::regclass), is_new boolean NOT NULL DEFAULT true)",
+                [self.sequence],
             )
             # Contacts this import already wrote or matched: a later row for one is a duplicate.
             cursor.execute("CREATE TEMP TABLE import_done (contact_id bigint PRIMARY KEY, line integer)")
-            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [self.contact])
-            self.sequence = cursor.fetchone()[0]
 
     def close(self):
         with connection.cursor() as cursor:
@@ -625,27 +630,11 @@ class PostgresLoader:
             cursor.execute("TRUNCATE import_stage")
             with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
                 copy.write(batch.copy)
-            matched, mixed = self._match(cursor)
-            if mixed:
-                matched -= self._reject(
-                    cursor,
-                    f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
-                    lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
-                               "different contacts"),
-                    summary,
-                )  # fmt: skip
-            if matched and self.done:
-                # only a stored contact can have been met before; a new one's id is fresh
-                matched -= self._reject(
-                    cursor,
-                    "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
-                    lambda r: ("", "", f"same contact as line {r[1]}"),
-                    summary,
-                )
-            summary.created += self._insert(cursor)
-            updated = self._update(cursor) if matched else 0
-            summary.updated += updated
-            summary.unchanged += matched - updated
+            if self.all_new and self._insert_all_new(cursor, summary):
+                matched = 0
+            else:
+                matched = self._load_matching(cursor, summary)
+                self._ids_on_copy(cursor, matched == 0)
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
             self.done = True
             if batch.consents:
@@ -656,6 +645,54 @@ class PostgresLoader:
                     " SELECT %s, contact_id, now() FROM import_stage ON CONFLICT DO NOTHING",
                     [self.target_list.pk],
                 )
+
+    def _insert_all_new(self, cursor, summary: Summary) -> bool:
+        """Create every row of the chunk as a new contact, if none meets a stored one on any key.
+
+        A first import (and any chunk of new people) is then one INSERT: the unique keys' own index
+        checks do the matching. A row that meets a stored contact (or one this import wrote) breaks the
+        INSERT off at that row; the chunk is rolled back to before it and matched row by row instead.
+        """
+        try:
+            with transaction.atomic():
+                summary.created += self._insert(cursor)
+        except IntegrityError as exc:
+            if not isinstance(exc.__cause__, UniqueViolation):
+                raise
+            return False
+        return True
+
+    def _ids_on_copy(self, cursor, on: bool) -> None:
+        """Give staged rows new ids as they are copied in only while chunks are tried as all new."""
+        if on != self.all_new:
+            default = "SET DEFAULT nextval(%s::regclass)" if on else "DROP DEFAULT"
+            cursor.execute(f"ALTER TABLE import_stage ALTER contact_id {default}", [self.sequence] if on else [])
+            self.all_new = on
+
+    def _load_matching(self, cursor, summary: Summary) -> int:
+        """Match each row to a stored contact, reject what the rules refuse, create and update; rows matched."""
+        matched, mixed = self._match(cursor)
+        if mixed:
+            matched -= self._reject(
+                cursor,
+                f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
+                lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
+                           "different contacts"),
+                summary,
+            )  # fmt: skip
+        if matched and self.done:
+            # only a stored contact can have been met before; a new one's id is fresh
+            matched -= self._reject(
+                cursor,
+                "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
+                lambda r: ("", "", f"same contact as line {r[1]}"),
+                summary,
+            )
+        summary.created += self._insert(cursor)
+        updated = self._update(cursor) if matched else 0
+        summary.updated += updated
+        summary.unchanged += matched - updated
+        return matched
 
     def _match(self, cursor) -> tuple[int, int]:
         """Find each row's stored contact by every key; a row matching none gets a new id from the sequence.
