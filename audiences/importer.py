@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import itertools
 import json
+import operator
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -124,6 +126,11 @@ class Layout:
             if fld == name:
                 return self.header[index]
         return name
+
+    @functools.cached_property
+    def attribute_cells(self) -> Callable[[list[str]], tuple]:
+        """A row's cells of the attribute columns (a key for rows with the same attributes)."""
+        return operator.itemgetter(*self.attributes) if self.attributes else lambda cells: ()
 
 
 @dataclass(slots=True)
@@ -284,8 +291,14 @@ def _records(reader) -> Iterator[tuple[int, list[str] | None, str]]:
         previous = reader.line_num
 
 
-def clean_row(layout: Layout, cells: list[str], line: int, region: str, consent_channel: str, report) -> Row | None:
-    """Validate one row; report its problems and return None when it is rejected."""
+def clean_row(
+    layout: Layout, cells: list[str], line: int, region: str, consent_channel: str, report, shared: dict | None = None
+) -> Row | None:
+    """Validate one row; report its problems and return None when it is rejected.
+
+    With ``shared`` (a dict kept for a chunk), rows with the same attribute cells share one
+    attributes dict, which must then be left unchanged.
+    """
     width = len(layout.header)
     if len(cells) != width and not (len(cells) > width and not any(c.strip() for c in cells[width:])):
         report.add(line, "", "", f"the row has {len(cells)} cells but the header has {width}")
@@ -312,8 +325,18 @@ def clean_row(layout: Layout, cells: list[str], line: int, region: str, consent_
         return None
     if values.get("phone") and not values.get("whatsapp"):
         values["whatsapp"] = values["phone"]
-    attributes = {key: attribute_value(cell) for i, key in layout.attributes.items() if (cell := cells[i]).strip()}
+    if shared is None:
+        attributes = _attributes(layout, cells)
+    else:  # attribute columns (city, tier...) repeat a few values: each combination is converted once
+        key = layout.attribute_cells(cells)
+        attributes = shared.get(key)
+        if attributes is None:
+            attributes = shared[key] = _attributes(layout, cells)
     return Row(line, values, attributes, consents)
+
+
+def _attributes(layout: Layout, cells: list[str]) -> dict:
+    return {key: attribute_value(cell) for i, key in layout.attributes.items() if (cell := cells[i]).strip()}
 
 
 class _Collected:
@@ -326,16 +349,20 @@ class _Collected:
         self.items.append(item)
 
 
-def _validate_batch(layout: Layout, region: str, consent_channel: str, records: list) -> tuple:
-    """``(rows, errors, rejected, last line)`` for a batch of records; pure Python, no database."""
+def _validate_batch(layout: Layout, region: str, consent_channel: str, records: list, shared: bool = False) -> tuple:
+    """``(rows, errors, rejected, last line)`` for a batch of records; pure Python, no database.
+
+    ``shared``: rows with the same attribute cells share one (read-only) attributes dict.
+    """
     report = _Collected()
     rows, rejected = [], 0
+    attributes = {} if shared else None
     for line, cells, problem in records:
         if cells is None:
             report.add(line, "", "", problem)
             rejected += 1
         elif cells and not (len(cells) == 1 and not cells[0].strip()):  # blank lines are skipped
-            row = clean_row(layout, cells, line, region, consent_channel, report)
+            row = clean_row(layout, cells, line, region, consent_channel, report, attributes)
             if row is None:
                 rejected += 1
             else:
@@ -369,10 +396,17 @@ _json = json.JSONEncoder(ensure_ascii=False).encode
 def copy_text(rows: list[Row]) -> str:
     """``STAGE_COLUMNS`` of valid rows in COPY's text format (blank values as NULL), built in the workers."""
     lines = []
+    encoded: dict[int, str] = {}  # id of an attributes dict -> its JSON (rows may share one; all alive here)
     for row in rows:
         get = row.values.get
         cells = [get(name) or "" for name in FIELDS]
-        cells.append(_json(row.attributes) if row.attributes else "")
+        if attributes := row.attributes:
+            text = encoded.get(id(attributes))
+            if text is None:
+                text = encoded[id(attributes)] = _json(attributes)
+            cells.append(text)
+        else:
+            cells.append("")
         cells.append("{" + ",".join(f'"{channel}"' for channel in row.consents) + "}" if row.consents else "")
         if _COPY_SPECIAL.search("".join(cells)):
             cells = [cell.translate(_COPY_ESCAPES) for cell in cells]
@@ -413,7 +447,9 @@ def _prepare(job: _Job, first_line: int, lines: list[str] | None, records: list 
     """Read (when given raw lines), validate and de-duplicate one chunk; pure Python, no database."""
     if records is None:
         records = list(_line_records(lines, first_line, job.delimiter))
-    rows, errors, rejected, last_line = _validate_batch(job.layout, job.region, job.consent_channel, records)
+    rows, errors, rejected, last_line = _validate_batch(
+        job.layout, job.region, job.consent_channel, records, shared=job.copy
+    )
     report = _Collected()
     report.items = errors  # the key errors of a chunk follow its validation errors, as they always did
     keys: dict[tuple[str, str], int] = {}
