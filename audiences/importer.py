@@ -30,6 +30,7 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import gc
 import io
 import itertools
 import json
@@ -476,10 +477,18 @@ _WORKER_JOB: _Job | None = None
 def _start_worker(job: _Job) -> None:
     global _WORKER_JOB  # set once in each forked worker
     _WORKER_JOB = job
+    # The cyclic garbage collector's full passes walked every object inherited from the importing process
+    # (~140,000 with Django loaded) and the chunk's live rows: ~30 % of a worker's CPU. The inherited objects
+    # are frozen out of its reach, and a chunk (rows, dicts, strings: no reference cycles, freed by reference
+    # counting) is prepared with the collector off; one pass after each chunk takes whatever cycle there was.
+    gc.freeze()
+    gc.disable()
 
 
 def _prepare_in_worker(first_line: int, lines: list[str] | None, records: list | None) -> Batch:
-    return _prepare(_WORKER_JOB, first_line, lines, records)
+    batch = _prepare(_WORKER_JOB, first_line, lines, records)
+    gc.collect()
+    return batch
 
 
 def _batches(records, size: int) -> Iterator[list]:
