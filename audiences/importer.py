@@ -641,6 +641,7 @@ class PostgresLoader:
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
         self.contact = Contact._meta.db_table
         self.done = False  # import_done holds rows
+        self.done_indexed = False
         # Whether the next chunk is first tried as new contacts only (see load); the previous chunk decides.
         self.all_new = True
         with connection.cursor() as cursor:
@@ -656,7 +657,8 @@ class PostgresLoader:
                 [self.sequence],
             )
             # Contacts this import already wrote or matched: a later row for one is a duplicate.
-            cursor.execute("CREATE TEMP TABLE import_done (contact_id bigint PRIMARY KEY, line integer)")
+            # Indexed when a chunk first meets stored contacts (never, in a first import of new people).
+            cursor.execute("CREATE TEMP TABLE import_done (contact_id bigint NOT NULL, line integer)")
 
     def close(self):
         with connection.cursor() as cursor:
@@ -727,9 +729,14 @@ class PostgresLoader:
             )  # fmt: skip
         if matched and self.done:
             # only a stored contact can have been met before; a new one's id is fresh
+            if not self.done_indexed:
+                cursor.execute("CREATE UNIQUE INDEX import_done_contact ON import_done (contact_id)")
+                self.done_indexed = True
             matched -= self._reject(
                 cursor,
-                "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
+                # one index probe a row: a join hashed all of import_done for every chunk (growing with the file)
+                "SELECT line, first FROM (SELECT s.line, (SELECT d.line FROM import_done d WHERE d.contact_id = s.contact_id)"
+                " AS first FROM import_stage s WHERE NOT s.is_new OFFSET 0) m WHERE first IS NOT NULL",
                 lambda r: ("", "", f"same contact as line {r[1]}"),
                 summary,
             )
