@@ -387,7 +387,8 @@ STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
 _COPY_ESCAPES = str.maketrans(
     {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
 )
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r\b\f\v]")
+_COPY_SPECIAL = re.compile(r"[\\\n\r\b\f\v]")  # and a tab inside a cell
+_COPY_TABS = len(STAGE_COLUMNS) - 2  # between the cells after the line number
 
 
 # Non-ASCII characters written as they are: JSON's \u escapes would put a backslash (a COPY escape) in most rows.
@@ -395,7 +396,10 @@ _json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def copy_text(rows: list[Row]) -> str:
-    """``STAGE_COLUMNS`` of valid rows in COPY's text format (blank values as NULL), built in the workers."""
+    """``STAGE_COLUMNS`` of valid rows in COPY's text format, built in the workers.
+
+    A blank value is an empty cell, which the COPY reads as NULL (every blank value is NULL in the stage).
+    """
     lines = []
     encoded: dict[int, str] = {}  # id of an attributes dict -> its JSON (rows may share one; all alive here)
     for row in rows:
@@ -409,9 +413,10 @@ def copy_text(rows: list[Row]) -> str:
         else:
             cells.append("")
         cells.append("{" + ",".join(f'"{channel}"' for channel in row.consents) + "}" if row.consents else "")
-        if _COPY_SPECIAL.search("".join(cells)):
-            cells = [cell.translate(_COPY_ESCAPES) for cell in cells]
-        lines.append(f"{row.line}\t" + "\t".join([cell or "\\N" for cell in cells]))
+        text = "\t".join(cells)
+        if text.count("\t") != _COPY_TABS or _COPY_SPECIAL.search(text):
+            text = "\t".join([cell.translate(_COPY_ESCAPES) for cell in cells])
+        lines.append(f"{row.line}\t{text}")
     lines.append("")
     return "\n".join(lines) if rows else ""
 
@@ -675,7 +680,7 @@ class PostgresLoader:
             if cursor.fetchone() is None:
                 raise Brand.DoesNotExist(f"brand {self.brand.pk} was deleted during the import")
             cursor.execute("TRUNCATE import_stage")
-            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (NULL '')") as copy:
                 copy.write(batch.copy)
             if self.all_new and self._insert_all_new(cursor, summary):
                 matched = 0

@@ -293,6 +293,16 @@ def test_attribute_texts_that_need_escaping_are_stored_as_written(tmp_path, bran
     assert stored == {f"c-{i}": {"city": 12.5 if city == "12.50" else city} for i, city in enumerate(cities)}
 
 
+def test_names_with_tabs_and_backslashes_are_stored_as_written(tmp_path, brand, fast):
+    # a tab inside a cell of a comma-separated file is COPY's column separator unless escaped
+    names = ["Tab\tbed", "Back\\slash", "Plain", "Both\t\\"]
+    rows = [f"c-{i},{name}" for i, name in enumerate(names)]
+    summary, errors = run(brand, write(tmp_path, "id,first name\n" + "\n".join(rows) + "\n"), fast=fast)
+    assert (summary.created, errors) == (len(names), [])
+    stored = dict(Contact.objects.filter(brand=brand).values_list("external_id", "first_name"))
+    assert stored == {f"c-{i}": name for i, name in enumerate(names)}
+
+
 def test_a_brand_deleted_during_an_import_stops_it(tmp_path, brand):
     # the brand is no foreign-key constraint on contacts: each chunk checks (and locks) it instead
     from marketing_hub.models import Brand
