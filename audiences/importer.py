@@ -682,9 +682,7 @@ class PostgresLoader:
             cursor.execute("TRUNCATE import_stage")
             with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (NULL '')") as copy:
                 copy.write(batch.copy)
-            if self.all_new and self._insert_all_new(cursor, summary):
-                matched = 0
-            else:
+            if not (self.all_new and self._insert_all_new(cursor, summary)):
                 matched = self._load_matching(cursor, summary)
                 self._ids_on_copy(cursor, matched == 0)
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
