@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
+import gc
 import io
 import itertools
 import json
+import operator
 import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from marketing_hub.models import Brand
 
@@ -123,6 +127,11 @@ class Layout:
             if fld == name:
                 return self.header[index]
         return name
+
+    @functools.cached_property
+    def attribute_cells(self) -> Callable[[list[str]], tuple]:
+        """A row's cells of the attribute columns (a key for rows with the same attributes)."""
+        return operator.itemgetter(*self.attributes) if self.attributes else lambda cells: ()
 
 
 @dataclass(slots=True)
@@ -283,8 +292,14 @@ def _records(reader) -> Iterator[tuple[int, list[str] | None, str]]:
         previous = reader.line_num
 
 
-def clean_row(layout: Layout, cells: list[str], line: int, region: str, consent_channel: str, report) -> Row | None:
-    """Validate one row; report its problems and return None when it is rejected."""
+def clean_row(
+    layout: Layout, cells: list[str], line: int, region: str, consent_channel: str, report, shared: dict | None = None
+) -> Row | None:
+    """Validate one row; report its problems and return None when it is rejected.
+
+    With ``shared`` (a dict kept for a chunk), rows with the same attribute cells share one
+    attributes dict, which must then be left unchanged.
+    """
     width = len(layout.header)
     if len(cells) != width and not (len(cells) > width and not any(c.strip() for c in cells[width:])):
         report.add(line, "", "", f"the row has {len(cells)} cells but the header has {width}")
@@ -311,8 +326,18 @@ def clean_row(layout: Layout, cells: list[str], line: int, region: str, consent_
         return None
     if values.get("phone") and not values.get("whatsapp"):
         values["whatsapp"] = values["phone"]
-    attributes = {key: attribute_value(cell) for i, key in layout.attributes.items() if (cell := cells[i]).strip()}
+    if shared is None:
+        attributes = _attributes(layout, cells)
+    else:  # attribute columns (city, tier...) repeat a few values: each combination is converted once
+        key = layout.attribute_cells(cells)
+        attributes = shared.get(key)
+        if attributes is None:
+            attributes = shared[key] = _attributes(layout, cells)
     return Row(line, values, attributes, consents)
+
+
+def _attributes(layout: Layout, cells: list[str]) -> dict:
+    return {key: attribute_value(cell) for i, key in layout.attributes.items() if (cell := cells[i]).strip()}
 
 
 class _Collected:
@@ -325,16 +350,20 @@ class _Collected:
         self.items.append(item)
 
 
-def _validate_batch(layout: Layout, region: str, consent_channel: str, records: list) -> tuple:
-    """``(rows, errors, rejected, last line)`` for a batch of records; pure Python, no database."""
+def _validate_batch(layout: Layout, region: str, consent_channel: str, records: list, shared: bool = False) -> tuple:
+    """``(rows, errors, rejected, last line)`` for a batch of records; pure Python, no database.
+
+    ``shared``: rows with the same attribute cells share one (read-only) attributes dict.
+    """
     report = _Collected()
     rows, rejected = [], 0
+    attributes = {} if shared else None
     for line, cells, problem in records:
         if cells is None:
             report.add(line, "", "", problem)
             rejected += 1
         elif cells and not (len(cells) == 1 and not cells[0].strip()):  # blank lines are skipped
-            row = clean_row(layout, cells, line, region, consent_channel, report)
+            row = clean_row(layout, cells, line, region, consent_channel, report, attributes)
             if row is None:
                 rejected += 1
             else:
@@ -358,7 +387,8 @@ STAGE_COLUMNS = ("line", *FIELDS, "attributes", "consents")
 _COPY_ESCAPES = str.maketrans(
     {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
 )
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r\b\f\v]")
+_COPY_SPECIAL = re.compile(r"[\\\n\r\b\f\v]")  # and a tab inside a cell
+_COPY_TABS = len(STAGE_COLUMNS) - 2  # between the cells after the line number
 
 
 # Non-ASCII characters written as they are: JSON's \u escapes would put a backslash (a COPY escape) in most rows.
@@ -366,16 +396,27 @@ _json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def copy_text(rows: list[Row]) -> str:
-    """``STAGE_COLUMNS`` of valid rows in COPY's text format (blank values as NULL), built in the workers."""
+    """``STAGE_COLUMNS`` of valid rows in COPY's text format, built in the workers.
+
+    A blank value is an empty cell, which the COPY reads as NULL (every blank value is NULL in the stage).
+    """
     lines = []
+    encoded: dict[int, str] = {}  # id of an attributes dict -> its JSON (rows may share one; all alive here)
     for row in rows:
         get = row.values.get
         cells = [get(name) or "" for name in FIELDS]
-        cells.append(_json(row.attributes) if row.attributes else "")
+        if attributes := row.attributes:
+            text = encoded.get(id(attributes))
+            if text is None:
+                text = encoded[id(attributes)] = _json(attributes)
+            cells.append(text)
+        else:
+            cells.append("")
         cells.append("{" + ",".join(f'"{channel}"' for channel in row.consents) + "}" if row.consents else "")
-        if _COPY_SPECIAL.search("".join(cells)):
-            cells = [cell.translate(_COPY_ESCAPES) for cell in cells]
-        lines.append(f"{row.line}\t" + "\t".join([cell or "\\N" for cell in cells]))
+        text = "\t".join(cells)
+        if text.count("\t") != _COPY_TABS or _COPY_SPECIAL.search(text):
+            text = "\t".join([cell.translate(_COPY_ESCAPES) for cell in cells])
+        lines.append(f"{row.line}\t{text}")
     lines.append("")
     return "\n".join(lines) if rows else ""
 
@@ -412,7 +453,9 @@ def _prepare(job: _Job, first_line: int, lines: list[str] | None, records: list 
     """Read (when given raw lines), validate and de-duplicate one chunk; pure Python, no database."""
     if records is None:
         records = list(_line_records(lines, first_line, job.delimiter))
-    rows, errors, rejected, last_line = _validate_batch(job.layout, job.region, job.consent_channel, records)
+    rows, errors, rejected, last_line = _validate_batch(
+        job.layout, job.region, job.consent_channel, records, shared=job.copy
+    )
     report = _Collected()
     report.items = errors  # the key errors of a chunk follow its validation errors, as they always did
     keys: dict[tuple[str, str], int] = {}
@@ -439,10 +482,18 @@ _WORKER_JOB: _Job | None = None
 def _start_worker(job: _Job) -> None:
     global _WORKER_JOB  # set once in each forked worker
     _WORKER_JOB = job
+    # The cyclic garbage collector's full passes walked every object inherited from the importing process
+    # (~140,000 with Django loaded) and the chunk's live rows: ~30 % of a worker's CPU. The inherited objects
+    # are frozen out of its reach, and a chunk (rows, dicts, strings: no reference cycles, freed by reference
+    # counting) is prepared with the collector off; one pass after each chunk takes whatever cycle there was.
+    gc.freeze()
+    gc.disable()
 
 
 def _prepare_in_worker(first_line: int, lines: list[str] | None, records: list | None) -> Batch:
-    return _prepare(_WORKER_JOB, first_line, lines, records)
+    batch = _prepare(_WORKER_JOB, first_line, lines, records)
+    gc.collect()
+    return batch
 
 
 def _batches(records, size: int) -> Iterator[list]:
@@ -595,18 +646,24 @@ class PostgresLoader:
         self.brand, self.target_list, self.source, self.actor, self.report = brand, target_list, source, actor, report
         self.contact = Contact._meta.db_table
         self.done = False  # import_done holds rows
+        self.done_indexed = False
+        # Whether the next chunk is first tried as new contacts only (see load); the previous chunk decides.
+        self.all_new = True
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS import_stage, import_done")
+            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [self.contact])
+            self.sequence = cursor.fetchone()[0]
+            # While chunks are tried as new contacts, each row gets its new contact's id as it is copied in.
             cursor.execute(
                 "CREATE TEMP TABLE import_stage (line integer, "
                 + ", ".join(f"{f} text" for f in FIELDS)
-                + ", attributes jsonb, consents text[], id_x bigint, id_e bigint, id_p bigint, contact_id bigint,"
-                " is_new boolean NOT NULL DEFAULT false)"
+                + ", attributes jsonb, consents text[], id_x bigint, id_e bigint, id_p bigint,"
+                " contact_id bigint DEFAULT nextval(%s::regclass), is_new boolean NOT NULL DEFAULT true)",
+                [self.sequence],
             )
             # Contacts this import already wrote or matched: a later row for one is a duplicate.
-            cursor.execute("CREATE TEMP TABLE import_done (contact_id bigint PRIMARY KEY, line integer)")
-            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [self.contact])
-            self.sequence = cursor.fetchone()[0]
+            # Indexed when a chunk first meets stored contacts (never, in a first import of new people).
+            cursor.execute("CREATE TEMP TABLE import_done (contact_id bigint NOT NULL, line integer)")
 
     def close(self):
         with connection.cursor() as cursor:
@@ -623,29 +680,11 @@ class PostgresLoader:
             if cursor.fetchone() is None:
                 raise Brand.DoesNotExist(f"brand {self.brand.pk} was deleted during the import")
             cursor.execute("TRUNCATE import_stage")
-            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+            with cursor.cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (NULL '')") as copy:
                 copy.write(batch.copy)
-            matched, mixed = self._match(cursor)
-            if mixed:
-                matched -= self._reject(
-                    cursor,
-                    f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
-                    lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
-                               "different contacts"),
-                    summary,
-                )  # fmt: skip
-            if matched and self.done:
-                # only a stored contact can have been met before; a new one's id is fresh
-                matched -= self._reject(
-                    cursor,
-                    "SELECT s.line, d.line FROM import_stage s JOIN import_done d USING (contact_id) WHERE NOT s.is_new",
-                    lambda r: ("", "", f"same contact as line {r[1]}"),
-                    summary,
-                )
-            summary.created += self._insert(cursor)
-            updated = self._update(cursor) if matched else 0
-            summary.updated += updated
-            summary.unchanged += matched - updated
+            if not (self.all_new and self._insert_all_new(cursor, summary)):
+                matched = self._load_matching(cursor, summary)
+                self._ids_on_copy(cursor, matched == 0)
             cursor.execute("INSERT INTO import_done SELECT contact_id, line FROM import_stage")
             self.done = True
             if batch.consents:
@@ -656,6 +695,59 @@ class PostgresLoader:
                     " SELECT %s, contact_id, now() FROM import_stage ON CONFLICT DO NOTHING",
                     [self.target_list.pk],
                 )
+
+    def _insert_all_new(self, cursor, summary: Summary) -> bool:
+        """Create every row of the chunk as a new contact, if none meets a stored one on any key.
+
+        A first import (and any chunk of new people) is then one INSERT: the unique keys' own index
+        checks do the matching. A row that meets a stored contact (or one this import wrote) breaks the
+        INSERT off at that row; the chunk is rolled back to before it and matched row by row instead.
+        """
+        try:
+            with transaction.atomic():
+                summary.created += self._insert(cursor)
+        except IntegrityError as exc:
+            if not isinstance(exc.__cause__, UniqueViolation):
+                raise
+            return False
+        return True
+
+    def _ids_on_copy(self, cursor, on: bool) -> None:
+        """Give staged rows new ids as they are copied in only while chunks are tried as all new."""
+        if on != self.all_new:
+            default = "SET DEFAULT nextval(%s::regclass)" if on else "DROP DEFAULT"
+            cursor.execute(f"ALTER TABLE import_stage ALTER contact_id {default}", [self.sequence] if on else [])
+            self.all_new = on
+
+    def _load_matching(self, cursor, summary: Summary) -> int:
+        """Match each row to a stored contact, reject what the rules refuse, create and update; rows matched."""
+        matched, mixed = self._match(cursor)
+        if mixed:
+            matched -= self._reject(
+                cursor,
+                f"SELECT line, external_id, email, phone FROM import_stage WHERE {self.MIXED}",  # noqa: S608
+                lambda r: ("email" if r[2] else "phone", r[2] or r[3], "external id, email and phone belong to "
+                           "different contacts"),
+                summary,
+            )  # fmt: skip
+        if matched and self.done:
+            # only a stored contact can have been met before; a new one's id is fresh
+            if not self.done_indexed:
+                cursor.execute("CREATE UNIQUE INDEX import_done_contact ON import_done (contact_id)")
+                self.done_indexed = True
+            matched -= self._reject(
+                cursor,
+                # one index probe a row: a join hashed all of import_done for every chunk (growing with the file)
+                "SELECT line, first FROM (SELECT s.line, (SELECT d.line FROM import_done d WHERE d.contact_id = s.contact_id)"
+                " AS first FROM import_stage s WHERE NOT s.is_new OFFSET 0) m WHERE first IS NOT NULL",
+                lambda r: ("", "", f"same contact as line {r[1]}"),
+                summary,
+            )
+        summary.created += self._insert(cursor)
+        updated = self._update(cursor) if matched else 0
+        summary.updated += updated
+        summary.unchanged += matched - updated
+        return matched
 
     def _match(self, cursor) -> tuple[int, int]:
         """Find each row's stored contact by every key; a row matching none gets a new id from the sequence.

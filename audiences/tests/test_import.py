@@ -4,6 +4,8 @@ import csv
 import io
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audiences.importer import FileRejected, import_csv
 from audiences.models import Consent, ConsentEvent, Contact, ContactList, Suppression
@@ -97,6 +99,61 @@ def test_duplicates_across_chunks_are_rejected_too(tmp_path, brand, fast):
     assert (summary.created, summary.rejected) == (2, 1)
     assert errors[0]["line"] == "4" and "line 2" in errors[0]["reason"]
     assert Contact.objects.get(email="a@example.com").first_name == "One"
+
+
+def test_new_stored_and_repeated_rows_in_chunks_add_up(tmp_path, brand, fast):
+    # PostgreSQL first tries a chunk as all new contacts, matches it when a row meets a stored one, and
+    # tries as all new again after a chunk that matched nothing
+    Contact.objects.create(brand=brand, email="stored@example.com", first_name="Old")
+    Contact.objects.create(brand=brand, email="kept@example.com", first_name="Kept")
+    path = write(
+        tmp_path,
+        "email,first name\nnew@example.com,New\nstored@example.com,Changed\n"  # lines 2-3
+        "new@example.com,Again\nkept@example.com,Kept\n"  # 4-5
+        "other@example.com,Other\nx@example.com,X\n"  # 6-7: nothing stored
+        "y@example.com,Y\nz@example.com,Z\n"  # 8-9: all new
+        "kept@example.com,Once more\n",  # 10
+    )
+    summary, errors = run(brand, path, fast=fast, chunk_rows=2)
+    assert (summary.created, summary.updated, summary.unchanged, summary.rejected) == (5, 1, 1, 2)
+    assert [(e["line"], e["reason"]) for e in errors] == [
+        ("4", "same contact as line 2"), ("10", "same contact as line 5"),
+    ]  # fmt: skip
+    names = dict(Contact.objects.filter(brand=brand).values_list("email", "first_name"))
+    assert names == {
+        "new@example.com": "New", "stored@example.com": "Changed", "kept@example.com": "Kept",
+        "other@example.com": "Other", "x@example.com": "X", "y@example.com": "Y", "z@example.com": "Z",
+    }  # fmt: skip
+
+
+def test_chunks_of_new_people_are_not_matched_row_by_row(tmp_path, brand):
+    # the same file as above: chunks 1 and 5 meet stored contacts, 2 and 3 follow a chunk that did,
+    # 4 follows a chunk that matched nothing and is one INSERT
+    Contact.objects.create(brand=brand, email="stored@example.com")
+    Contact.objects.create(brand=brand, email="kept@example.com")
+    emails = ["new", "stored", "new", "kept", "other", "x", "y", "z", "kept"]
+    path = write(tmp_path, "email\n" + "".join(f"{e}@example.com\n" for e in emails))
+    with CaptureQueriesContext(connection) as queries:
+        summary, _ = run(brand, path, fast=True, chunk_rows=2)
+    assert (summary.created, summary.unchanged, summary.rejected) == (5, 2, 2)
+    assert sum(q["sql"].startswith("UPDATE import_stage") for q in queries) == 4
+    fresh = write(tmp_path, "email\n" + "".join(f"n{i}@example.com\n" for i in range(6)), name="fresh.csv")
+    with CaptureQueriesContext(connection) as queries:
+        assert run(brand, fresh, fast=True, chunk_rows=2)[0].created == 6
+    assert not any(q["sql"].startswith("UPDATE import_stage") for q in queries)
+
+
+def test_a_row_whose_new_id_is_taken_is_created_with_another(tmp_path, brand):
+    # a contact stored with an id the sequence has not handed out yet (a manual insert, a restore):
+    # the row given that id meets it, matches no stored contact by its keys, and must not be lost
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('audiences_contact', 'id'))")
+        taken = cursor.fetchone()[0] + 1
+    Contact.objects.create(pk=taken, brand=brand, email="taken@example.com")
+    summary, errors = run(brand, write(tmp_path, "email\nnew@example.com\n"), fast=True)
+    assert (summary.created, summary.updated, summary.unchanged, summary.rejected, errors) == (1, 0, 0, 0, [])
+    assert Contact.objects.get(email="new@example.com").pk != taken
+    assert Contact.objects.get(pk=taken).email == "taken@example.com"
 
 
 def test_erased_addresses_are_not_reimported(tmp_path, brand, fast):
@@ -234,6 +291,16 @@ def test_attribute_texts_that_need_escaping_are_stored_as_written(tmp_path, bran
     assert (summary.created, errors) == (len(cities), [])
     stored = dict(Contact.objects.filter(brand=brand).values_list("external_id", "attributes"))
     assert stored == {f"c-{i}": {"city": 12.5 if city == "12.50" else city} for i, city in enumerate(cities)}
+
+
+def test_names_with_tabs_and_backslashes_are_stored_as_written(tmp_path, brand, fast):
+    # a tab inside a cell of a comma-separated file is COPY's column separator unless escaped
+    names = ["Tab\tbed", "Back\\slash", "Plain", "Both\t\\"]
+    rows = [f"c-{i},{name}" for i, name in enumerate(names)]
+    summary, errors = run(brand, write(tmp_path, "id,first name\n" + "\n".join(rows) + "\n"), fast=fast)
+    assert (summary.created, errors) == (len(names), [])
+    stored = dict(Contact.objects.filter(brand=brand).values_list("external_id", "first_name"))
+    assert stored == {f"c-{i}": name for i, name in enumerate(names)}
 
 
 def test_a_brand_deleted_during_an_import_stops_it(tmp_path, brand):
