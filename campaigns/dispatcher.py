@@ -115,13 +115,12 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
     # pause between rounds): with batches of 1,000 (SendGrid) one round claims several of them, or the
     # dispatcher, at ~1,000 rows a round, caps an unlimited account below what two senders can send.
     chunk = CLAIM_CHUNK * (LARGE_BATCH_CHUNKS if size >= 1000 else 1)
-    # Claim a whole chunk or nothing: topping up a few rows at a time made a round (and a count of
-    # the rows in flight) every 50 ms where one a second does.
-    if _in_flight(account, chunk * IN_FLIGHT_CHUNKS) > chunk * (IN_FLIGHT_CHUNKS - 1):
+    ahead = _in_flight(account, chunk * IN_FLIGHT_CHUNKS)
+    if ahead >= chunk * IN_FLIGHT_CHUNKS:
         if report is not None:
             report["senders_busy"] = True
         return 0
-    capacity = min(ratelimit.capacity(account, now=now), chunk)
+    capacity = min(ratelimit.capacity(account, now=now), chunk, chunk * IN_FLIGHT_CHUNKS - ahead)
     if capacity <= 0:
         if report is not None:
             # At the clock the capacity was read at: a slot that freed since then is not "no rate
