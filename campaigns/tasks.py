@@ -13,7 +13,7 @@ RATE_WINDOW = 6.0  # the same while its only work is waiting for rate windows: f
 DISPATCH_LOCK = "campaigns:dispatch-lock"
 DISPATCH_AGAIN = "campaigns:dispatch-again"  # a dispatch asked for while another held the lock
 BUSY_PAUSE = 0.05  # between rounds while claims go on (at least this long while a rate frees up)
-SENDERS_PAUSE = 0.5  # between rounds while the senders have as much in flight as they may (seconds of work)
+SENDERS_PAUSE = 0.1  # between rounds while the senders have as much in flight as they may
 MAX_SLEEP = 1.5  # the longest wait for a slow rate window (above 1 s: a window of a second ends within it)
 
 
