@@ -26,10 +26,6 @@ from .sender import pk_in
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 1000  # upper bound per account per round...
 LARGE_BATCH_CHUNKS = 4  # ...times this for providers that take 1,000 messages a batch (SendGrid)
-# Claimed but not yet sent (queued or sending), per account, in claims: what the senders have ahead of
-# them. Without a bound an unlimited account's whole campaign goes onto the broker within seconds, and
-# a campaign of higher priority launched next waits behind all of it.
-IN_FLIGHT_CHUNKS = 4
 
 
 def _due(now: dt.datetime):
@@ -94,8 +90,7 @@ def dispatch(now: dt.datetime | None = None, enqueue=None, report: dict | None =
     day-by-day quota pass a function that sends in-process. ``report["free_in"]`` is set when an
     account has due messages but its rate window is full (also when this round's claim filled it):
     the seconds until a slot frees; ``report["again"]`` when an account may have more due messages
-    it could claim at once; ``report["senders_busy"]`` when an account has as many messages in flight
-    as it may (``IN_FLIGHT_CHUNKS``): the next round is useful once the senders have taken some.
+    it could claim at once.
     """
     now = now or timezone.now()
     enqueue = enqueue or _enqueue_task
@@ -115,12 +110,7 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
     # pause between rounds): with batches of 1,000 (SendGrid) one round claims several of them, or the
     # dispatcher, at ~1,000 rows a round, caps an unlimited account below what two senders can send.
     chunk = CLAIM_CHUNK * (LARGE_BATCH_CHUNKS if size >= 1000 else 1)
-    ahead = _in_flight(account, chunk * IN_FLIGHT_CHUNKS)
-    if ahead >= chunk * IN_FLIGHT_CHUNKS:
-        if report is not None:
-            report["senders_busy"] = True
-        return 0
-    capacity = min(ratelimit.capacity(account, now=now), chunk, chunk * IN_FLIGHT_CHUNKS - ahead)
+    capacity = min(ratelimit.capacity(account, now=now), chunk)
     if capacity <= 0:
         if report is not None:
             # At the clock the capacity was read at: a slot that freed since then is not "no rate
@@ -159,12 +149,6 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
         else:  # this claim filled the rate window: the next round is useful only once it frees
             report["free_in"] = min(report.get("free_in", free_in), free_in)
     return sum(len(b) for b in batches)
-
-
-def _in_flight(account: ChannelAccount, up_to: int) -> int:
-    """The account's messages claimed and not yet sent, counted up to ``up_to`` (the in-flight index)."""
-    in_flight = Message.objects.filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING], account=account)
-    return in_flight.values("id")[:up_to].count()
 
 
 def claimable(account: ChannelAccount, now: dt.datetime, blocked: list[int]):

@@ -13,7 +13,6 @@ RATE_WINDOW = 6.0  # the same while its only work is waiting for rate windows: f
 DISPATCH_LOCK = "campaigns:dispatch-lock"
 DISPATCH_AGAIN = "campaigns:dispatch-again"  # a dispatch asked for while another held the lock
 BUSY_PAUSE = 0.05  # between rounds while claims go on (at least this long while a rate frees up)
-SENDERS_PAUSE = 0.1  # between rounds while the senders have as much in flight as they may
 MAX_SLEEP = 1.5  # the longest wait for a slow rate window (above 1 s: a window of a second ends within it)
 
 
@@ -39,19 +38,17 @@ def dispatch() -> int:
             report: dict = {}
             queued = dispatcher.dispatch(report=report)
             total += queued
-            busy = bool(queued or "free_in" in report or report.get("senders_busy"))
+            busy = bool(queued or "free_in" in report)
             if not busy:
                 return total
-            rate_only = "free_in" in report and not report.get("again") and not report.get("senders_busy")
+            rate_only = "free_in" in report and not report.get("again")
             left = started + (RATE_WINDOW if rate_only else DISPATCH_WINDOW) - time.monotonic()
             if left <= 0:
                 return total
             if report.get("again") or (queued and "free_in" not in report):
                 pause = BUSY_PAUSE
-            elif "free_in" in report:  # sleep until the rate window has room (no polling meanwhile)
+            else:  # sleep until the rate window has room (no polling meanwhile)
                 pause = min(max(report["free_in"] + 0.005, BUSY_PAUSE), MAX_SLEEP)
-            else:
-                pause = SENDERS_PAUSE
             time.sleep(min(pause, left))
     finally:
         cache.delete(DISPATCH_LOCK)

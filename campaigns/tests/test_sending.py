@@ -358,34 +358,3 @@ def test_a_claim_reads_the_messages_it_takes_not_every_pending_message_of_the_ac
     read = [node for node in nodes(plan[0]["Plan"]) if node.get("Relation Name") == "campaigns_message"]
     assert [node["Node Type"] for node in nodes(plan[0]["Plan"]) if "Sort" in node["Node Type"]] == []
     assert len(read) == 1 and read[0]["Index Name"] == "message_claim_order" and read[0]["Actual Rows"] <= 12
-
-
-def test_an_account_claims_no_further_ahead_of_its_senders_than_its_in_flight_bound(brand_a, sandbox, monkeypatch):
-    """An unlimited account: the dispatcher stops at IN_FLIGHT_CHUNKS claims not yet sent, says the
-    senders are busy, and claims again once a batch is sent; nothing is claimed twice."""
-    contact_list, _ = contacts(brand_a, 50, consent=("sms",))
-    sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=1_000_000)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
-    monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 10)
-    monkeypatch.setattr(dispatcher, "IN_FLIGHT_CHUNKS", 2, raising=False)
-    batches: list[list[int]] = []
-
-    def claim() -> tuple[int, dict]:
-        report: dict = {}
-        return dispatcher.dispatch(enqueue=lambda _channel, ids: batches.append(ids), report=report), report
-
-    assert claim() == (10, {"again": True})
-    assert claim() == (10, {"again": True})
-    assert claim() == (0, {"senders_busy": True})
-    sender.send_batch(batches.pop(0))
-    assert claim() == (10, {"again": True})
-    assert claim() == (0, {"senders_busy": True})
-    while batches:
-        sender.send_batch(batches.pop(0))
-    assert claim() == (10, {"again": True})
-    assert claim() == (10, {"again": True})  # the last ten: as many as it asked for, so maybe more
-    assert claim() == (0, {})
-    while batches:
-        sender.send_batch(batches.pop(0))
-    assert Message.objects.filter(campaign=spring, status="sent").count() == 50
-    assert max(sandbox.counts.values()) == 1
