@@ -60,6 +60,39 @@ def postgres_cpu_seconds() -> float:
     return backends_cpu_seconds(DB_NAME)
 
 
+class BackendsCpu:
+    """The bench database's backends' CPU over a phase, sampled while it runs: the workers close a
+    connection older than CONN_MAX_AGE (60 s) after a task, and a backend that ended before the
+    phase's last reading took its CPU with it (the dispatcher's, doing the claims, among them)."""
+
+    def __init__(self):
+        self.first = self._by_pid()
+        self.last = dict(self.first)
+
+    @staticmethod
+    def _by_pid() -> dict[int, float]:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME])
+            pids = [row[0] for row in cursor.fetchall()]
+        seconds = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return seconds
+
+    def sample(self) -> None:
+        self.last.update(self._by_pid())
+
+    def seconds(self) -> float:
+        self.sample()
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
 def group_cpu_seconds(pgids: list[int]) -> float:
     """utime + stime of every live process in these process groups (a worker and its pool children)."""
     total = 0
@@ -143,7 +176,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
 
     sandbox_call(sandbox_url, "/_sandbox/reset", {})
     created = campaign(brand, contact_list, [(acc, tpl)], name=f"bench {acc.channel} {time.time()}")
-    cpu_before, pg_before = group_cpu_seconds(hub.pgids()), postgres_cpu_seconds()
+    cpu_before, pg_before, backends = group_cpu_seconds(hub.pgids()), postgres_cpu_seconds(), BackendsCpu()
     beat_before = group_cpu_seconds([hub.beat.pid])
     started = time.perf_counter()
     services.launch(created, "bench")
@@ -153,6 +186,8 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
         time.sleep(0.2)
         open_left = Message.objects.filter(campaign=created, status__in=OPEN).count()
         samples.append((time.perf_counter() - started, expected - open_left))
+        if len(samples) % 5 == 0:
+            backends.sample()
         if first_sent_at is None and open_left < expected:
             first_sent_at = time.perf_counter() - started
         if open_left == 0:
@@ -160,7 +195,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
     seconds = time.perf_counter() - started
     cpu = group_cpu_seconds(hub.pgids()) - cpu_before
     beat_cpu = group_cpu_seconds([hub.beat.pid]) - beat_before
-    pg_cpu = postgres_cpu_seconds() - pg_before
+    pg_cpu, pg_sampled = postgres_cpu_seconds() - pg_before, backends.seconds()
     # The steady rate: from 10 % to 90 % done (no planning, no start-up, no tail).
     low = next((s for s in samples if s[1] >= 0.1 * expected), samples[0])
     high = next((s for s in samples if s[1] >= 0.9 * expected), samples[-1])
@@ -172,7 +207,7 @@ def run_campaign(hub: Hub, brand, contact_list, acc, tpl, sandbox_url: str, expe
     return {
         "seconds": seconds, "planned": planned, "first_sent": first_sent_at, "open_left": open_left,
         "statuses": statuses, "received": counts["total"], "addresses": counts["addresses"],
-        "duplicates": len(counts["duplicates"]), "cpu": cpu, "beat_cpu": beat_cpu, "pg_cpu": pg_cpu, "steady": steady, "load": load(),
+        "duplicates": len(counts["duplicates"]), "cpu": cpu, "beat_cpu": beat_cpu, "pg_cpu": pg_cpu, "pg_sampled": pg_sampled, "steady": steady, "load": load(),
     }  # fmt: skip
 
 
@@ -217,7 +252,7 @@ def report(label: str, n: int, result: dict, goal: str, bare: float | None = Non
         f"(planning {result['planned']:.1f} s, first sent at {result['first_sent'] or 0:.1f} s, "
         f"steady 10-90 % {result['steady']:,.0f}/s; CPU s: worker+beat {result['cpu']:.1f} "
         f"(beat {result['beat_cpu']:.1f}), "
-        f"postgres {result['pg_cpu']:.1f})"
+        f"postgres {result['pg_cpu']:.1f}, sampled every second {result['pg_sampled']:.1f})"
     )
     if bare:
         line += f"; bare {bare_label} {bare:,.0f} msgs/s, ratio {rate / bare:.2f}"

@@ -122,15 +122,10 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
     batches: list[list[int]] = []
     with transaction.atomic():
         blocked = [pk for pk, left in allowance.items() if left <= 0]
-        due = _due(now).filter(account=account).exclude(campaign_id__in=blocked)
         # Over-claim a little when there is a quota: a recipient already counted today costs no new
         # quota. Without one the rate alone decides, and capacity rows are what it can grant.
         limit = capacity * 2 if account.daily_quota is not None else capacity
-        rows = list(
-            due.order_by("-priority", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "address", "campaign_id")[:limit]
-        )
+        rows = list(claimable(account, now, blocked)[:limit])
         fetched = len(rows)
         rows = _within_allowance(rows, allowance)
         if not rows:
@@ -154,6 +149,19 @@ def _dispatch_account(account: ChannelAccount, now: dt.datetime, allowance: dict
         else:  # this claim filled the rate window: the next round is useful only once it frees
             report["free_in"] = min(report.get("free_in", free_in), free_in)
     return sum(len(b) for b in batches)
+
+
+def claimable(account: ChannelAccount, now: dt.datetime, blocked: list[int]):
+    """The account's due messages in the order they are claimed (priority, then first planned first),
+    locked as they are read, skipping those another claim holds: (id, address, campaign id) rows.
+    The index ``message_claim_order`` gives this order, so a claim reads the rows it takes, not every
+    pending message of the account."""
+    due = _due(now).filter(account=account).exclude(campaign_id__in=blocked)
+    return (
+        due.order_by("-priority", "id")
+        .select_for_update(skip_locked=True, of=("self",))
+        .values_list("id", "address", "campaign_id")
+    )
 
 
 def _within_allowance(rows: list, allowance: dict[int, int]) -> list:

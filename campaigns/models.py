@@ -369,10 +369,13 @@ class Message(models.Model):
             ),
         ]
         indexes = [
+            # The dispatcher's claim: an account's pending messages in the order it takes them
+            # (-priority, id). In (priority, id) the index gave neither order; the claim read and sorted
+            # every pending row of the account, each round (0.85 s at 76,000 pending).
             models.Index(
-                fields=["account", "priority", "id"],
+                fields=["account", "-priority", "id"],
                 condition=models.Q(status="pending"),
-                name="message_due",
+                name="message_claim_order",
             ),
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
             # The reconciler's look for stale in-flight messages (beat, every minute): a handful of rows
