@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bigdb import process_cpu_seconds
 
 
 def main():
@@ -41,11 +43,10 @@ def main():
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+        backend = cursor.fetchone()[0]
 
     def backend_cpu() -> float:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(backend)
 
     totals = collections.defaultdict(lambda: [0, 0.0, 0.0])  # statement -> calls, wall, CPU
 

@@ -42,22 +42,30 @@ def setup_django():
     django.setup()
 
 
-def backends_cpu_seconds(database: str, own: bool = True) -> float:
-    """utime + stime of the PostgreSQL backends serving ``database`` (``own=False``: not this script's)."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process on this machine from /proc (None when it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends_cpu_by_pid(database: str, own: bool = True) -> dict[int, float]:
+    """CPU seconds of each live PostgreSQL backend serving ``database`` (``own=False``: not this script's)."""
     from django.db import connection
 
     query = "SELECT pid FROM pg_stat_activity WHERE datname = %s" + ("" if own else " AND pid <> pg_backend_pid()")
     with connection.cursor() as cursor:
         cursor.execute(query, [database])
         pids = [row[0] for row in cursor.fetchall()]
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the backend ended meanwhile
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    seconds = {pid: process_cpu_seconds(pid) for pid in pids}
+    return {pid: cpu for pid, cpu in seconds.items() if cpu is not None}  # a backend may end meanwhile
+
+
+def backends_cpu_seconds(database: str, own: bool = True) -> float:
+    """utime + stime of the PostgreSQL backends serving ``database`` (``own=False``: not this script's)."""
+    return sum(backends_cpu_by_pid(database, own).values())
 
 
 def load_line() -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bigdb import backends_cpu_seconds
+from bigdb import backends_cpu_by_pid, backends_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,19 +71,7 @@ class BackendsCpu:
 
     @staticmethod
     def _by_pid() -> dict[int, float]:
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME])
-            pids = [row[0] for row in cursor.fetchall()]
-        seconds = {}
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        return seconds
+        return backends_cpu_by_pid(DB_NAME)
 
     def sample(self) -> None:
         self.last.update(self._by_pid())
