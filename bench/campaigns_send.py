@@ -11,8 +11,11 @@ migrates it; Redis dbs 5 (cache, rate limits), 6 (broker) and 7 (results) (``--r
 
 1. EMAIL: a campaign to ``--emails`` contacts through a SendGrid account (rate 1,000,000/s, no
    quota), timed from ``services.launch`` (planning included) until no message is pending, queued
-   or sending; then a bare SendGrid SDK loop against the same sandbox sends the same number of
-   personalized emails (1,000 per request; payloads built inside the clock). Goal >= 5,000/s.
+   or sending. Beside it, the SendGrid SDK against the same sandbox, two ways: a sequential loop of
+   ``client.send(Mail(...))``, one message a request (``--bare-email-each`` messages; the SMS phase's
+   loop, for email: the ratio goal's baseline), and a batch loop that posts the same number of
+   personalized emails 1,000 a request (payloads built inside the clock; no rendering, no tracking:
+   the fastest the SDK can be driven). Goal >= 5,000/s.
 2. SMS: the same with ``--sms`` contacts through a Twilio account, beside a bare sequential
    ``client.messages.create`` loop (``--bare-sms`` messages). Goal >= 1,000/s.
 3. LIMITED: ``--limited`` SMS through a Twilio account limited to ``--limited-rate``/s: the achieved
@@ -221,6 +224,26 @@ def bare_sendgrid(url: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def bare_sendgrid_each(url: str, n: int) -> float:
+    """The SDK as its README shows it, one ``Mail`` a request, in a sequential loop: the email
+    counterpart of the SMS phase's ``client.messages.create`` loop (same content as the batch loop)."""
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import CustomArg, Header, Mail
+
+    client = SendGridAPIClient("SG.bench", host=url)
+    started = time.perf_counter()
+    for i in range(n):
+        mail = Mail(
+            from_email="news@brand.test", to_emails=f"e{i}@example.test", subject=f"Hi C{i}",
+            html_content=f"<p>Hello C{i}</p>", plain_text_content=f"Hello C{i}",
+        )  # fmt: skip
+        mail.custom_arg = CustomArg("mh_message_id", str(i))
+        mail.header = Header("List-Unsubscribe", "<https://hub.test/u/x/>")
+        mail.header = Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        client.send(mail)
+    return n / (time.perf_counter() - started)
+
+
 def bare_twilio(url: str, n: int) -> float:
     from twilio.rest import Client
 
@@ -254,6 +277,7 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=100_000)
     parser.add_argument("--sms", type=int, default=100_000)
     parser.add_argument("--bare-sms", type=int, default=5_000)
+    parser.add_argument("--bare-email-each", type=int, default=5_000)
     parser.add_argument("--limited", type=int, default=6_000)
     parser.add_argument("--limited-rate", type=float, default=100)
     parser.add_argument("--workers", type=int, default=1)
@@ -295,9 +319,13 @@ def main() -> None:
             email = _account(brand, "email", sandbox_url, 1e6)
             email_list = _list_of(brand, "Email audience", created[: args.emails])
             result = run_campaign(hub, brand, email_list, email, tpl, sandbox_url, args.emails, args.timeout)
+            bare_each = bare_sendgrid_each(sandbox_url, args.bare_email_each)
             bare = bare_sendgrid(sandbox_url, args.emails)
-            report("EMAIL (SendGrid)", args.emails, result, ">= 5,000/s, ratio >= 0.5", bare,
-                   "SendGrid SDK loop (1,000 per request, payloads built in the clock)")  # fmt: skip
+            report("EMAIL (SendGrid)", args.emails, result, ">= 5,000/s, ratio >= 0.5", bare_each,
+                   f"sequential client.send(Mail) ({args.bare_email_each:,} msgs)")  # fmt: skip
+            print(f"    beside the SDK's batch loop (1,000 personalizations a request, substitutions for the "
+                  f"only personal parts, payloads built in the clock; no rendering, no tracking): {bare:,.0f} "
+                  f"msgs/s, ratio {args.emails / result['seconds'] / bare:.2f}")  # fmt: skip
         if args.sms:
             sms = _account(brand, "sms", sandbox_url, 1e6)
             sms_list = _list_of(brand, "SMS audience", created[: args.sms])
