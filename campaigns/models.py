@@ -89,16 +89,15 @@ class TemplateContent(models.Model):
                 for error in check_template(str(expression), field_name=f"whatsapp_variables.{key}").errors:
                     errors.setdefault("whatsapp_variables", []).append(str(error))
         template = getattr(self, "template", None)
-        if (
-            template is not None
-            and template.purpose == TemplatePurpose.MARKETING
-            and not template.use_brand_layout
-            and self.email_html
-            and not uses_variable(self.email_html, UNSUBSCRIBE_VARIABLE)
-        ):
-            errors.setdefault("email_html", []).append(
-                "A marketing email without the brand layout must contain {{ unsubscribe_url }}."
-            )
+        if template is not None and template.purpose == TemplatePurpose.MARKETING and not template.use_brand_layout:
+            # Each part a recipient may read: an HTML part, and a text part written by hand (one
+            # derived from the HTML keeps its link). A text-only email is checked like an HTML one.
+            for name in ("email_html", "email_text"):
+                source = getattr(self, name)
+                if source and not uses_variable(source, UNSUBSCRIBE_VARIABLE):
+                    errors.setdefault(name, []).append(
+                        "A marketing email without the brand layout must contain {{ unsubscribe_url }}."
+                    )
         if bool(self.telegram_button_text) != bool(self.telegram_button_url):
             errors.setdefault("telegram_button_url", []).append("A button needs both its text and its URL.")
         if errors:

@@ -172,6 +172,25 @@ def test_marketing_email_without_layout_needs_an_unsubscribe_link(template):
     content.full_clean()
 
 
+def test_marketing_text_email_without_layout_needs_an_unsubscribe_link_too(template):
+    """A text-only email, or a hand-written text part beside the HTML, is what some recipients read."""
+    template.use_brand_layout = False
+    text_only = TemplateContent(template=template, locale="fr", email_subject="Hi", email_text="Bonjour")
+    with pytest.raises(ValidationError) as caught:
+        text_only.full_clean()
+    assert "unsubscribe_url" in caught.value.message_dict["email_text"][0]
+    both = TemplateContent(
+        template=template, locale="nl", email_html='<a href="{{ unsubscribe_url }}">Afmelden</a>', email_text="Hallo"
+    )
+    with pytest.raises(ValidationError) as caught:
+        both.full_clean()
+    assert list(caught.value.message_dict) == ["email_text"]
+    both.email_text = "Hallo. Afmelden: {{ unsubscribe_url }}"
+    both.full_clean()
+    template.purpose = "transactional"
+    TemplateContent(template=template, locale="sv", email_text="Hej").full_clean()  # not marketing: no link needed
+
+
 DERIVABLE = [
     "<p>Hello {{ contact.first_name }}</p><p><a href='{{ unsubscribe_url }}'>unsubscribe</a></p>",
     "<h1>Hi {{ contact.first_name }} {{contact.last_name}}!</h1>\n<ul><li>{{ contact.attributes.tier }}</li>"
