@@ -42,6 +42,37 @@ def test_recurring_campaign_installs_a_crontab_and_sends_once_per_occurrence(
     assert not PeriodicTask.objects.filter(name=f"campaign:{weekly.pk}").exists()
 
 
+def test_each_occurrence_of_a_recurring_campaign_is_a_send_of_its_own(
+    brand_a, base, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Week after week: a new send each occurrence, every contact once per send, and between runs the
+    campaign waits as scheduled (not completed), each move recorded with who made it."""
+    contact_list, _, email, offer = base
+    weekly = campaign(brand_a, contact_list, [(email, offer)], schedule_kind="recurring", crontab="0 9 * * 1")
+    services.launch(weekly, "marketer@a")
+    monday = dt.datetime(2026, 11, 2, 9, 0, 7, tzinfo=dt.UTC)
+    for week in range(2):
+        monkeypatch.setattr(timezone, "now", lambda week=week: monday + dt.timedelta(weeks=week))
+        with django_capture_on_commit_callbacks(execute=False):
+            run_occurrence(weekly.pk)
+        weekly.refresh_from_db()
+        assert weekly.status == "running"
+        Message.objects.filter(campaign=weekly).update(status="sent")
+        assert not services.complete_if_done(weekly)  # a recurring campaign waits for its next run
+        weekly.refresh_from_db()
+        assert weekly.status == "scheduled"
+    sends = list(Send.objects.filter(campaign=weekly).order_by("occurrence").values_list("occurrence", flat=True))
+    assert sends == ["2026-11-02T09:00:00+00:00", "2026-11-09T09:00:00+00:00"]
+    assert Message.objects.filter(campaign=weekly).count() == 80
+    assert Message.objects.filter(campaign=weekly).values("contact", "send").distinct().count() == 80
+    moves = list(weekly.transitions.order_by("id").values_list("from_status", "to_status", "actor"))
+    assert moves == [
+        ("draft", "scheduled", "marketer@a"),
+        ("scheduled", "running", "beat"), ("running", "scheduled", "system"),
+        ("scheduled", "running", "beat"), ("running", "scheduled", "system"),
+    ]  # fmt: skip
+
+
 def test_ab_test_share_goes_first_and_the_rest_gets_the_winner(brand_a, base, django_capture_on_commit_callbacks):
     contact_list, _, email, offer = base
     spring = campaign(brand_a, contact_list, [(email, offer)], ab_test_share=25)
