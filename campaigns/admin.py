@@ -1,3 +1,4 @@
+import json
 import time
 
 from django.contrib import admin, messages
@@ -7,8 +8,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from channels.sms import sms_segments
+from channels.sms import GSM7_BASIC, GSM7_EXTENSION, sms_segments
 from marketing_hub.admin_mixins import BrandScopedModelAdmin
+from marketing_hub.tenancy import brands_for_user
 
 from . import services
 from .models import (
@@ -22,13 +24,23 @@ from .models import (
     Variant,
 )
 from .planner import PlanningError
-from .templating import with_sms_opt_out
+from .templating import SMS_VARIABLE_WIDTH, sms_estimate_text
 
 
 class TemplateContentInline(admin.StackedInline):
     model = TemplateContent
     extra = 0
     min_num = 1
+
+    class Media:
+        js = ["campaigns/sms_counter.js"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "sms_text":
+            field.widget.attrs["data-sms-config"] = json.dumps(_sms_counter_config(request))
+        return field
+
     fieldsets = [
         (None, {"fields": ["locale"]}),
         ("Email", {"fields": ["email_subject", "email_preheader", "email_html", "email_text"]}),
@@ -36,6 +48,19 @@ class TemplateContentInline(admin.StackedInline):
         ("WhatsApp", {"fields": ["whatsapp_content_sid", "whatsapp_variables", "whatsapp_text"]}),
         ("Telegram", {"fields": ["telegram_text", "telegram_button_text", "telegram_button_url"]}),
     ]
+
+
+def _sms_counter_config(request) -> dict:
+    """What the live SMS counter needs: the GSM-7 sets, the width of a variable and the opt-out suffix
+    of each brand the user may pick (the same rules as ``sms_estimate_text``)."""
+    return {
+        "basic": "".join(sorted(GSM7_BASIC)),
+        "extension": "".join(sorted(GSM7_EXTENSION)),
+        "variableWidth": SMS_VARIABLE_WIDTH,
+        "suffixes": {
+            str(pk): suffix for pk, suffix in brands_for_user(request.user).values_list("pk", "sms_opt_out_suffix")
+        },
+    }
 
 
 @admin.register(MessageTemplate)
@@ -57,7 +82,7 @@ class MessageTemplateAdmin(BrandScopedModelAdmin):
             for warning in content.warnings():
                 messages.warning(request, f"[{content.locale}] {warning}")
             if content.sms_text:
-                encoding, segments = sms_segments(with_sms_opt_out(content.sms_text, brand=form.instance.brand))
+                encoding, segments = sms_segments(sms_estimate_text(content.sms_text, brand=form.instance.brand))
                 if encoding != "GSM-7" or segments > 1:
                     messages.warning(
                         request,

@@ -166,6 +166,20 @@ def with_sms_opt_out(text: str, *, brand) -> str:
     return f"{text.rstrip()} {suffix}"
 
 
+SMS_VARIABLE_WIDTH = 10  # characters an SMS estimate counts for each {{ variable }} (a first name, a code)
+_SMS_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_SMS_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+
+
+def sms_estimate_text(source: str, *, brand) -> str:
+    """An SMS template as a recipient would roughly get it, for counting before any contact is chosen:
+    each ``{{ … }}`` counted as ``SMS_VARIABLE_WIDTH`` plain letters, tags and comments dropped, the
+    brand's opt-out suffix appended. The admin's live counter (static/campaigns/sms_counter.js) does
+    exactly this in the browser; a test holds the two to the same figures."""
+    text = _SMS_TAG.sub("", _SMS_EXPRESSION.sub("x" * SMS_VARIABLE_WIDTH, source))
+    return with_sms_opt_out(text, brand=brand)
+
+
 class _TextExtractor(HTMLParser):
     BLOCKS = frozenset(
         {"p", "div", "br", "tr", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section"}
