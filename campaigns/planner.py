@@ -55,11 +55,10 @@ from .models import (
     SkipReason,
     Variant,
 )
-from .scheduling import next_local_time, outside_quiet_hours
+from .scheduling import QUIET_CHANNELS, next_local_time, outside_quiet_hours
 
 # Reason codes, ordered so that the highest is the "closest to reachable" one reported.
 REASONS = {1: SkipReason.NO_ADDRESS, 2: SkipReason.NO_CONSENT, 3: SkipReason.SUPPRESSED, 4: SkipReason.FREQUENCY_CAP}
-QUIET_CHANNELS = ("sms", "whatsapp")
 HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: spreads consecutive ids evenly
 
 
