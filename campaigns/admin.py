@@ -12,7 +12,7 @@ from channels.sms import GSM7_BASIC, GSM7_EXTENSION, sms_segments
 from marketing_hub.admin_mixins import BrandScopedModelAdmin
 from marketing_hub.tenancy import brands_for_user
 
-from . import services
+from . import planner, services
 from .models import (
     OPEN_STATUSES,
     Campaign,
@@ -219,6 +219,19 @@ def _eta(seconds: int) -> str:
     return f"{seconds // 60} min {seconds % 60} s"
 
 
+def dry_run_text(data: dict) -> str:
+    """A dry run in one line: recipients by channel, skipped by reason, quiet hours defer, cost, ETA."""
+
+    def counts(by_name: dict) -> str:
+        return ", ".join(f"{name} {n}" for name, n in sorted(by_name.items())) or "none"
+
+    text = f"{data['targeted']} targeted; recipients: {counts(data['recipients_by_channel'])}"
+    text += f"; skipped: {counts(data['skipped_by_reason'])}"
+    if data.get("deferred_by_quiet_hours"):
+        text += f"; quiet hours defer (still recipients, sent when they end): {counts(data['deferred_by_quiet_hours'])}"
+    return text + f"; estimated cost {data['estimated_cost']} {data['currency']}; ETA {_eta(data['eta_seconds'])}"
+
+
 @admin.register(Campaign)
 class CampaignAdmin(BrandScopedModelAdmin):
     list_display = ["name", "brand", "status", "priority", "progress_bar", "eta", "launched_at"]
@@ -227,7 +240,7 @@ class CampaignAdmin(BrandScopedModelAdmin):
     inlines = [CampaignChannelInline, VariantInline, TransitionInline]
     filter_horizontal = ["segments", "lists", "exclude_segments", "exclude_lists"]
     readonly_fields = ["status", "launched_at", "completed_at", "progress_detail"]
-    actions = ["launch", "pause", "resume", "cancel", "duplicate"]
+    actions = ["dry_run", "launch", "pause", "resume", "cancel", "duplicate"]
     fieldsets = [
         (None, {"fields": ["brand", "name", "goal", "status", "progress_detail"]}),
         ("Audience", {"fields": ["segments", "lists", "exclude_segments", "exclude_lists"]}),
@@ -314,6 +327,15 @@ class CampaignAdmin(BrandScopedModelAdmin):
                 self.message_user(request, f"{campaign}: {exc}", level=messages.ERROR)
         if done:
             self.message_user(request, f"{verb} {done} campaign(s).")
+
+    @admin.action(description="Dry run selected campaigns", permissions=["view"])
+    def dry_run(self, request, queryset):
+        """What launching would do, as a message per campaign; nothing is written."""
+        for campaign in self.allowed(request, queryset, "view"):
+            try:
+                self.message_user(request, f"{campaign}: {dry_run_text(planner.dry_run(campaign))}")
+            except PlanningError as exc:
+                self.message_user(request, f"{campaign}: {exc}", level=messages.ERROR)
 
     @admin.action(description="Launch selected campaigns", permissions=["change"])
     def launch(self, request, queryset):

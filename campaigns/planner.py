@@ -55,11 +55,10 @@ from .models import (
     SkipReason,
     Variant,
 )
-from .scheduling import next_local_time, outside_quiet_hours
+from .scheduling import QUIET_CHANNELS, next_local_time, outside_quiet_hours
 
 # Reason codes, ordered so that the highest is the "closest to reachable" one reported.
 REASONS = {1: SkipReason.NO_ADDRESS, 2: SkipReason.NO_CONSENT, 3: SkipReason.SUPPRESSED, 4: SkipReason.FREQUENCY_CAP}
-QUIET_CHANNELS = ("sms", "whatsapp")
 HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: spreads consecutive ids evenly
 
 
@@ -593,12 +592,14 @@ def _plan(campaign: Campaign, counts) -> Plan:
 
 # -- dry run -----------------------------------------------------------------------------------------------
 def dry_run(campaign: Campaign, now: dt.datetime | None = None) -> dict:
-    """What launching now would do: recipients by channel, skipped by reason, cost and ETA."""
+    """What launching now would do: recipients by channel, skipped by reason, those of them whose SMS or
+    WhatsApp waits for the end of the quiet hours, cost and ETA."""
     now = now or timezone.now()
     steps = list(campaign.channels.select_related("account", "template").order_by("position"))
     if not steps:
         raise PlanningError("Add at least one channel (account and template) to the campaign.")
-    queryset = _annotated(audience(campaign), campaign, steps, now)
+    contacts = audience(campaign)
+    queryset = _annotated(contacts, campaign, steps, now)
     plan = Plan()
     if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
         for index, step in enumerate(steps):
@@ -639,11 +640,39 @@ def dry_run(campaign: Campaign, now: dt.datetime | None = None) -> dict:
         "targeted": plan.targeted,
         "recipients_by_channel": plan.by_channel,
         "skipped_by_reason": {str(k): v for k, v in plan.skipped.items()},
+        "deferred_by_quiet_hours": _deferred_by_quiet_hours(contacts, queryset, campaign, steps, now),
         "estimated_cost": round(cost, 4),
         "currency": steps[0].account.currency if steps else "",
         "eta_seconds": int(eta.total_seconds()),
         "eta_days": days,
     }
+
+
+def _deferred_by_quiet_hours(contacts, queryset, campaign: Campaign, steps: list, now: dt.datetime) -> dict:
+    """Per SMS/WhatsApp channel, the recipients whose send time falls inside the brand's quiet hours:
+    they are still recipients, planned for the end of the quiet hours. ``_send_times`` tells, per
+    contact time zone, whether the planned moment moves; the recipients chosen on a quiet step in
+    the zones where it does are counted (``queryset``: ``contacts`` annotated as the plan is)."""
+    quiet_steps = [index for index, step in enumerate(steps) if step.account.channel in QUIET_CHANNELS]
+    brand = campaign.brand
+    if not quiet_steps or brand.quiet_hours_start is None or brand.quiet_hours_end is None:
+        return {}
+    times = _send_times(contacts, campaign, Send(campaign=campaign, occurrence="once"), now)
+    zones = [zone for zone, (moment, moved) in times.items() if moved != moment]
+    if not zones:
+        return {}
+    in_zones = queryset.filter(time_zone__in=zones)
+    if campaign.channel_mode == ChannelMode.EVERY_CHANNEL:
+        counts = [(index, in_zones.filter(**{f"_reason_{index}": 0}).count()) for index in quiet_steps]
+    else:
+        rows = in_zones.filter(_chosen__in=quiet_steps).order_by().values("_chosen").annotate(n=Count("id"))
+        counts = [(row["_chosen"], row["n"]) for row in rows]
+    deferred: dict[str, int] = {}
+    for index, n in counts:
+        if n:
+            channel = steps[index].account.channel
+            deferred[channel] = deferred.get(channel, 0) + n
+    return deferred
 
 
 def sending_days(account, count: int, daily_cap: int | None = None) -> int:

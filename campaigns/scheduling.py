@@ -5,6 +5,8 @@ import zoneinfo
 
 from celery.schedules import crontab
 
+QUIET_CHANNELS = ("sms", "whatsapp")  # never delivered inside the brand's quiet hours
+
 
 def parse_crontab(expression: str) -> crontab:
     parts = expression.split()

@@ -34,6 +34,7 @@ from channels.exceptions import ProviderError, ProviderPermanentError, ProviderT
 from channels.models import ChannelAccount
 from channels.providers import OutboundMessage, get_adapter
 from channels.sms import sms_segments
+from marketing_hub.models import Brand
 
 from .models import (
     Campaign,
@@ -46,12 +47,16 @@ from .models import (
     Variant,
 )
 from .rendering import NoContentError, render_message
+from .scheduling import QUIET_CHANNELS, outside_quiet_hours
 from .templating import CONTACT_FIELDS, TemplateError
 
 log = logging.getLogger(__name__)
 BASE_BACKOFF = 2.0  # seconds; doubled per attempt, with full jitter
 MAX_BACKOFF = 600.0
 UNSUBSCRIBE_SALT = "campaigns.unsubscribe"
+# What a claim reads of each contact: the template's variables, and the time zone quiet hours are
+# kept in (rendering picks CONTACT_FIELDS only, so the template context does not change).
+CLAIMED_CONTACT_FIELDS = (*CONTACT_FIELDS, "time_zone")
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
@@ -160,7 +165,7 @@ def any_of(model, field_name: str, values) -> Q:
 
 
 def _claimed_rows(ids: list[int]) -> list[dict]:
-    contact = {f"contact__{name}": name for name in CONTACT_FIELDS}
+    contact = {f"contact__{name}": name for name in CLAIMED_CONTACT_FIELDS}
     names = ["id", "brand_id", "campaign_id", "contact_id", "variant_id", "variant__template_id", "channel",
              "step", "account_id", "template_id", "marketing", "address", "context", *OUTCOME_FIELDS]  # fmt: skip
     rows = Message.objects.filter(pk_in(ids)).order_by("id").values(*names, *contact)
@@ -231,7 +236,7 @@ def _claim_postgresql(ids: list[int], now) -> list[_Claimed]:
     tables = {model: quote(model._meta.db_table) for model in (Message, Campaign, Variant, Contact)}
     column = {name: quote(Message._meta.get_field(name).column) for name in (*_MESSAGE_COLUMNS, *OUTCOME_FIELDS)}
     column.update({name: quote(name) for name in ("id", "updated_at")})
-    contact_columns = [quote(Contact._meta.get_field(name).column) for name in CONTACT_FIELDS]
+    contact_columns = [quote(Contact._meta.get_field(name).column) for name in CLAIMED_CONTACT_FIELDS]
     status, updated_at = column["status"], column["updated_at"]
     variant_template = quote(Variant._meta.get_field("template").column)
     returned = [f"m.{column[name]}" for name in (*_MESSAGE_COLUMNS, *OUTCOME_FIELDS)]
@@ -269,7 +274,7 @@ def _claim_postgresql(ids: list[int], now) -> list[_Claimed]:
         for index, field in json_fields:  # jsonb comes as text; the field decodes it as the ORM would
             values[names[index]] = field.from_db_value(row[index], None, connection)
         values["variant_template_id"] = row[len(names)]
-        contact = dict(zip(CONTACT_FIELDS, row[len(names) + 2 :], strict=True))
+        contact = dict(zip(CLAIMED_CONTACT_FIELDS, row[len(names) + 2 :], strict=True))
         contact["attributes"] = attributes.from_db_value(contact["attributes"], None, connection)
         contact["id"] = values["contact_id"]
         values["contact"] = contact
@@ -349,11 +354,12 @@ def _outbound(message: _Claimed, account: ChannelAccount, config) -> OutboundMes
     )
 
 
-def send_batch(ids: list[int]) -> dict[str, int]:
+def send_batch(ids: list[int], now: dt.datetime | None = None) -> dict[str, int]:
+    """Send the claimable messages of ``ids``; ``now`` is the clock (tests move it, as dispatch's)."""
     messages = _claim(ids)
     if not messages:
         return {}
-    now = timezone.now()
+    now = now or timezone.now()
     refused = _still_allowed(messages)
     outcome = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0}
     accounts = {a.pk: a for a in ChannelAccount.objects.filter(pk__in={m.account_id for m in messages})}
@@ -368,7 +374,9 @@ def send_batch(ids: list[int]) -> dict[str, int]:
     for message in messages:  # one shared, prefetched template object per template: no query per message
         chosen = message.variant_template_id if message.variant_id and message.variant_template_id else None
         message.template = templates.get(chosen or message.template_id)
-    updates: list[_Claimed] = []
+    messages, deferred = _defer_quiet_hours(messages, now)
+    outcome["deferred"] = len(deferred)
+    updates: list[_Claimed] = deferred
     batch: list[tuple[_Claimed, OutboundMessage]] = []
     for message in messages:
         message.attempts += 1
@@ -423,6 +431,44 @@ def send_batch(ids: list[int]) -> dict[str, int]:
         failed = Message.objects.filter(pk__in=[m.pk for m in failovers]).select_related("contact", "campaign")
         _failover([m for m in failed if m.campaign_id], now)
     return outcome
+
+
+def _defer_quiet_hours(messages: list[_Claimed], now: dt.datetime) -> tuple[list[_Claimed], list[_Claimed]]:
+    """(to send now, deferred): marketing SMS and WhatsApp whose recipient is inside the brand's
+    quiet hours go back to pending until the quiet hours end, attempts unchanged.
+
+    The planner already plans around quiet hours, but a retry's backoff, a failover, a resumed or
+    requeued message and a campaign carried over by its quota reach the sender at any hour: this is
+    the one check every message passes right before the provider call. Transactional messages (the
+    API's, ``marketing=False``: a one-time code, a receipt) are expected now and are never deferred.
+    The recipient's clock is the contact's time zone, else the brand's. No query: the brand comes
+    with the batch's templates (only for a message without a template is it read, once a batch).
+    """
+    quiet = [m for m in messages if m.marketing and m.channel in QUIET_CHANNELS]
+    if not quiet:
+        return messages, []
+    brands = {m.brand_id: m.template.brand for m in quiet if m.template is not None}
+    missing = {m.brand_id for m in quiet} - brands.keys()
+    if missing:
+        brands.update(Brand.objects.in_bulk(missing))
+    deferred: list[_Claimed] = []
+    until: dict[tuple[int, str], dt.datetime] = {}  # per brand and time zone: a batch has few
+    for message in quiet:
+        brand = brands.get(message.brand_id)
+        if brand is None or brand.quiet_hours_start is None or brand.quiet_hours_end is None:
+            continue
+        zone = message.contact.get("time_zone") or brand.time_zone
+        key = (brand.pk, zone)
+        if key not in until:
+            until[key] = outside_quiet_hours(now, zone, brand.quiet_hours_start, brand.quiet_hours_end)
+        later = until[key]
+        if later != now:
+            message.status, message.send_after = MessageStatus.PENDING, later
+            deferred.append(message)
+    if not deferred:
+        return messages, []
+    held = {m.pk for m in deferred}
+    return [m for m in messages if m.pk not in held], deferred
 
 
 def _write_outcomes(messages: list[_Claimed], now) -> None:

@@ -149,3 +149,55 @@ def test_dry_run_eta_for_a_whatsapp_quota(brand_a):
     whatsapp = account(brand_a, "whatsapp", daily_quota=25, quota_window="rolling_24h", rate_per_second=10)
     spring = campaign(brand_a, contact_list, [(whatsapp, template(brand_a))])
     assert dry_run(spring)["eta_days"] == 40
+
+
+def test_dry_run_counts_recipients_deferred_by_quiet_hours_per_channel(brand_a, setup):
+    """Two time zones at 13:00 UTC: 22:00 in Tokyo (quiet) and 13:00 in the brand's UTC (not). The
+    Tokyo contacts chosen on SMS are counted, on email not; they stay recipients, as the plan says."""
+    contact_list, people, email, sms, offer = setup
+    brand_a.quiet_hours_start, brand_a.quiet_hours_end = dt.time(21), dt.time(8)
+    brand_a.save()
+    Contact.objects.filter(pk__in=[p.pk for p in people[:5]]).update(time_zone="Asia/Tokyo")
+    # Tokyo: 0-2 only reachable by SMS, 3-4 by email. UTC: 5-6 only by SMS, the rest by email.
+    Consent.objects.filter(contact__in=[*people[:3], *people[5:7]], channel="email").delete()
+    first_reachable = campaign(brand_a, contact_list, [(email, offer), (sms, offer)], name="First reachable")
+    every = campaign(brand_a, contact_list, [(email, offer), (sms, offer)], name="Every", channel_mode="every_channel")
+    now = dt.datetime(2026, 3, 2, 13, 0, tzinfo=dt.UTC)
+
+    preview = dry_run(first_reachable, now=now)
+
+    assert preview["recipients_by_channel"] == {"email": 15, "sms": 5}
+    assert preview["deferred_by_quiet_hours"] == {"sms": 3}
+    assert dry_run(every, now=now)["deferred_by_quiet_hours"] == {"sms": 5}  # every Tokyo contact on SMS
+    plan_send(Send.objects.create(campaign=first_reachable, occurrence="once"), now=now)
+    later = Message.objects.filter(campaign=first_reachable, status="pending", send_after__gt=now)
+    assert set(later.values_list("contact_id", flat=True)) == {p.pk for p in people[:3]}
+    brand_a.quiet_hours_start = brand_a.quiet_hours_end = None
+    brand_a.save()
+    assert dry_run(first_reachable, now=now)["deferred_by_quiet_hours"] == {}
+
+
+def test_admin_dry_run_action_says_quiet_hours_defer(client, brand_a, setup):
+    from django.urls import reverse
+
+    from marketing_hub.roles import Role
+    from marketing_hub.tests.factories import member
+
+    contact_list, _people, _email, sms, offer = setup
+    now = timezone.now().astimezone(dt.UTC)
+    # Quiet hours around the real clock (the admin's dry run is "launching now"), in the brand's UTC.
+    brand_a.time_zone = "UTC"
+    brand_a.quiet_hours_start = (now - dt.timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    brand_a.quiet_hours_end = (now + dt.timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    brand_a.save()
+    spring = campaign(brand_a, contact_list, [(sms, offer)])
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    response = client.post(
+        reverse("admin:campaigns_campaign_changelist"),
+        {"action": "dry_run", "_selected_action": [spring.pk]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert len(shown) == 1 and "recipients: sms 20" in shown[0], shown
+    assert "quiet hours defer (still recipients, sent when they end): sms 20" in shown[0]
+    assert Message.objects.count() == 0  # a dry run writes nothing

@@ -311,6 +311,7 @@ def test_a_claim_reads_in_its_one_statement_exactly_what_the_orm_reads(brand_a):
     _launch(spring)
     messages = Message.objects.filter(campaign=spring).order_by("id")
     messages.filter(contact=people[1]).update(context={"coupon": "SPRING", "nested": {"x": None}})
+    type(people[0]).objects.filter(pk=people[0].pk).update(time_zone="Asia/Tokyo")  # quiet hours' clock
     messages.update(status="queued")
     with connection.cursor() as cursor:  # a contact deleted under its message (see the test above)
         cursor.execute("DELETE FROM audiences_consent WHERE contact_id = %s", [people[2].pk])
@@ -322,6 +323,7 @@ def test_a_claim_reads_in_its_one_statement_exactly_what_the_orm_reads(brand_a):
 
     expected = sender._claimed_rows(ids)  # the ORM's reading of the same rows, now 'sending'
     assert [vars_of(c) for c in claimed] == expected
+    assert [c.contact["time_zone"] for c in claimed][:2] == ["Asia/Tokyo", ""]
     assert {c.variant_template_id for c in claimed} == {None, *Variant.objects.filter(campaign=spring)
                                                         .exclude(template=None).values_list("template", flat=True)}  # fmt: skip
     assert Message.objects.get(contact_id=people[2].pk).error_code == "contact_deleted"
@@ -358,3 +360,81 @@ def test_a_claim_reads_the_messages_it_takes_not_every_pending_message_of_the_ac
     read = [node for node in nodes(plan[0]["Plan"]) if node.get("Relation Name") == "campaigns_message"]
     assert [node["Node Type"] for node in nodes(plan[0]["Plan"]) if "Sort" in node["Node Type"]] == []
     assert len(read) == 1 and read[0]["Index Name"] == "message_claim_order" and read[0]["Actual Rows"] <= 12
+
+
+# -- quiet hours at send time ----------------------------------------------------------------------------
+def _quiet_nights(brand) -> None:
+    """Quiet hours 21:00-08:00 in the brand's UTC; set after a launch, the plan's messages are due at once."""
+    brand.time_zone, brand.quiet_hours_start, brand.quiet_hours_end = "UTC", dt.time(21), dt.time(8)
+    brand.save()
+
+
+def _tomorrow_at(hour: int, minute: int = 0, days: int = 1) -> dt.datetime:
+    """A clock after the launch (so the planned messages are due) at a chosen UTC time of day."""
+    return dt.datetime.combine(timezone.now().date() + dt.timedelta(days=days), dt.time(hour, minute), tzinfo=dt.UTC)
+
+
+def _dispatch_at(clock: dt.datetime) -> int:
+    """A dispatcher round and its sends, both on ``clock``."""
+    return dispatcher.dispatch(now=clock, enqueue=lambda _channel, ids: sender.send_batch(ids, now=clock))
+
+
+def test_a_retry_due_inside_quiet_hours_waits_for_their_end_and_goes_out_then(brand_a, sandbox, settings):
+    settings.SEND_MAX_ATTEMPTS = 5
+    contact_list, people = contacts(brand_a, 1, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    _quiet_nights(brand_a)
+    sandbox.configure(rate_429=1.0, retry_after=120)
+    evening = _tomorrow_at(20, 59)
+    _dispatch_at(evening)  # 429: retry in two minutes, at 21:01, inside the quiet hours
+    retried = Message.objects.get(campaign=spring)
+    assert (retried.status, retried.attempts, retried.send_after) == ("pending", 1, evening + dt.timedelta(minutes=2))
+    sandbox.configure(rate_429=0.0)
+    for minutes in (2, 3, 61, 300, 660):  # 21:01 ... 07:59
+        _dispatch_at(evening + dt.timedelta(minutes=minutes))
+        assert not sandbox.requests, f"sent at {evening + dt.timedelta(minutes=minutes):%H:%M}"
+    morning = _tomorrow_at(8, days=2)
+    deferred = Message.objects.get(campaign=spring)
+    assert (deferred.status, deferred.attempts, deferred.send_after) == ("pending", 1, morning)
+    _dispatch_at(morning)
+    sent = Message.objects.get(campaign=spring)
+    assert (sent.status, sent.attempts, sent.sent_at) == ("sent", 2, morning)
+    assert sandbox.counts[people[0].phone] == 1
+
+
+def test_a_failover_sms_planned_inside_quiet_hours_waits_for_their_end(brand_a, sandbox):
+    blocked = str(10**12 + 1)  # the sandbox: this chat has blocked the bot (permanent failure)
+    contact_list, people = contacts(brand_a, 1, consent=("telegram", "sms"), telegram_chat_id=blocked)
+    telegram = account(brand_a, "telegram", base_url=sandbox.url)
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    offer = template(brand_a)
+    spring = _launch(campaign(brand_a, contact_list, [(telegram, offer), (sms, offer)], channel_mode="failover"))
+    _quiet_nights(brand_a)
+    night = _tomorrow_at(23)
+    _dispatch_at(night)  # Telegram is not quiet: tried at 23:00, blocked, SMS planned for now
+    assert Message.objects.get(campaign=spring, channel="telegram").status == "failed"
+    for minutes in (0, 1, 120, 539):  # 23:00 ... 07:59
+        _dispatch_at(night + dt.timedelta(minutes=minutes))
+    failover = Message.objects.get(campaign=spring, channel="sms")
+    morning = _tomorrow_at(8, days=2)
+    assert (failover.status, failover.attempts, failover.send_after) == ("pending", 0, morning)
+    assert people[0].phone not in sandbox.counts
+    _dispatch_at(morning)
+    assert Message.objects.get(campaign=spring, channel="sms").sent_at == morning
+    assert sandbox.counts[people[0].phone] == 1
+
+
+def test_a_transactional_sms_is_not_deferred_by_quiet_hours(brand_a, sandbox, key_client):
+    """A one-time code or a receipt is expected now: quiet hours hold back marketing only."""
+    _, people = contacts(brand_a, 1, consent=())
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    code = template(brand_a, name="Code", purpose="transactional")
+    _quiet_nights(brand_a)
+    body = {"contact": people[0].pk, "template": code.pk, "account": sms.pk, "context": {}}
+    assert key_client.post("/api/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="code-1").status_code == 201
+    night = _tomorrow_at(23)
+    _dispatch_at(night)
+    message = Message.objects.get(contact=people[0])
+    assert (message.status, message.sent_at) == ("sent", night)
+    assert sandbox.counts[people[0].phone] == 1
