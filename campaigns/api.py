@@ -16,7 +16,7 @@ from marketing_hub.api.fields import BrandField, ScopedRelatedField
 from marketing_hub.api.mixins import BrandScopedViewSetMixin
 
 from . import services
-from .models import Campaign, CampaignChannel, Message, MessageStatus, MessageTemplate, Variant
+from .models import Campaign, CampaignChannel, Message, MessageStatus, MessageTemplate, TemplatePurpose, Variant
 from .planner import PlanningError, dry_run
 
 
@@ -183,6 +183,15 @@ class TransactionalSerializer(serializers.Serializer):
     account = ScopedRelatedField(queryset=ChannelAccount.objects.all())
     context = serializers.DictField(required=False, default=dict, help_text="Extra template variables.")
 
+    def validate_template(self, template: MessageTemplate) -> MessageTemplate:
+        """Marketing content goes out in campaigns, under consent and the frequency cap; sent here it
+        would bypass the cap (and a marketer's review), so only transactional templates are taken."""
+        if template.purpose != TemplatePurpose.TRANSACTIONAL:
+            raise serializers.ValidationError(
+                "a marketing template; the transactional API sends transactional templates"
+            )
+        return template
+
 
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
@@ -201,7 +210,8 @@ class MessageViewSet(
     """``POST`` sends one templated message to one contact now (transactional: no frequency cap).
 
     Send an ``Idempotency-Key`` header: a repeated request with the same key answers with the
-    message created the first time and sends nothing again.
+    message created the first time and sends nothing again; the same key with a different request is
+    refused (409). Only transactional templates; suppressed or unsubscribed addresses are refused (409).
     """
 
     queryset = Message.objects.all()
@@ -225,7 +235,7 @@ class MessageViewSet(
         self.check_create_allowed(brand)
         existing = Message.objects.filter(brand=brand, idempotency_key=key).first()
         if existing is not None:
-            return Response(MessageSerializer(existing).data, status=status.HTTP_200_OK)
+            return _replayed(existing, data)
         for name in ("contact", "template", "account"):
             if data[name].brand_id != brand.pk:
                 raise ApiError(
@@ -250,9 +260,26 @@ class MessageViewSet(
                 )  # fmt: skip
                 transaction.on_commit(_kick)
         except IntegrityError:  # the same key, concurrently
-            message = Message.objects.get(brand=brand, idempotency_key=key)
-            return Response(MessageSerializer(message).data, status=status.HTTP_200_OK)
+            return _replayed(Message.objects.get(brand=brand, idempotency_key=key), data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+def _replayed(message: Message, data: dict) -> Response:
+    """The message an Idempotency-Key already made, when the request is the same one again (a retry).
+
+    A key reused for another request (contact, template, account or context) would otherwise answer
+    "sent" for a message that never went out: refused with 409 instead, so the client sees its bug."""
+    asked = (data["contact"].pk, data["template"].pk, data["account"].pk, data["context"])
+    made = (message.contact_id, message.template_id, message.account_id, message.context)
+    if asked != made:
+        raise ApiError(
+            ErrorCode.CONFLICT,
+            "Idempotency-Key: already used for a different request (contact, template, account or context); "
+            "send a new key for a new message.",
+            status.HTTP_409_CONFLICT,
+            fields={"Idempotency-Key": ["used for a different request"]},
+        )
+    return Response(MessageSerializer(message).data, status=status.HTTP_200_OK)
 
 
 def _kick():

@@ -44,6 +44,7 @@ from marketing_hub.models import Brand
 
 from .models import (
     COUNTED_AS_SENT,
+    OPEN_STATUSES,
     Campaign,
     CampaignStatus,
     ChannelMode,
@@ -59,6 +60,7 @@ from .scheduling import QUIET_CHANNELS, next_local_time, outside_quiet_hours
 
 # Reason codes, ordered so that the highest is the "closest to reachable" one reported.
 REASONS = {1: SkipReason.NO_ADDRESS, 2: SkipReason.NO_CONSENT, 3: SkipReason.SUPPRESSED, 4: SkipReason.FREQUENCY_CAP}
+CAP_WINDOW = dt.timedelta(days=7)  # a frequency cap counts a contact's messages over this window
 HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: spreads consecutive ids evenly
 
 
@@ -100,8 +102,24 @@ def audience(campaign: Campaign):
 
 
 # -- reachability per step ---------------------------------------------------------------------------------
-def _reason(step_index: int, channel: str, campaign: Campaign, now: dt.datetime):
-    """An integer expression: 0 when the step reaches the contact, else a REASONS code."""
+def _counted_by_cap(now: dt.datetime) -> Q:
+    """The messages a frequency cap counts: those that went out in the last 7 days (by ``sent_at``, not
+    by when they were planned: a send paused for a week goes out later) and those still on their way
+    (pending, queued, sending: they will go out). A message whose worker was lost during the provider
+    call (unknown) has no ``sent_at``; it may have gone out when it was last touched."""
+    since = now - CAP_WINDOW
+    return (
+        Q(status__in=OPEN_STATUSES)
+        | Q(status__in=COUNTED_AS_SENT, sent_at__gte=since)
+        | Q(status=MessageStatus.UNKNOWN, sent_at__isnull=True, updated_at__gte=since)
+    )
+
+
+def _reason(step_index: int, channel: str, campaign: Campaign, send: Send | None, now: dt.datetime):
+    """An integer expression: 0 when the step reaches the contact, else a REASONS code.
+
+    ``send`` is the send being planned (None for a dry run): only its own messages are left out of
+    the frequency cap, so a recurring campaign's earlier occurrences count like other campaigns."""
     if channel == "webhook":
         return Value(0)
     address = ADDRESS_FIELD[channel]
@@ -117,29 +135,19 @@ def _reason(step_index: int, channel: str, campaign: Campaign, now: dt.datetime)
         When(suppressed, then=Value(3)),
     ]
     if campaign.frequency_cap:
-        recent = (
-            Message.objects.filter(
-                contact=OuterRef("pk"),
-                channel=channel,
-                marketing=True,
-                status__in=[*COUNTED_AS_SENT, MessageStatus.QUEUED, MessageStatus.PENDING],
-                created_at__gte=now - dt.timedelta(days=7),
-            )
-            .exclude(campaign=campaign)
-            .order_by()
-            .values("contact")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
+        recent = Message.objects.filter(_counted_by_cap(now), contact=OuterRef("pk"), channel=channel, marketing=True)
+        if send is not None:  # this send's own messages (a re-plan, an earlier range) are not earlier ones
+            recent = recent.exclude(send=send)
+        recent = recent.order_by().values("contact").annotate(n=Count("id")).values("n")
         whens.append(When(Q(**{f"_recent_{step_index}__gte": campaign.frequency_cap}), then=Value(4)))
         return Case(*whens, default=Value(0), output_field=IntegerField()), Coalesce(Subquery(recent), 0)
     return Case(*whens, default=Value(0), output_field=IntegerField())
 
 
-def _with_reasons(queryset, campaign: Campaign, steps: list, now: dt.datetime):
+def _with_reasons(queryset, campaign: Campaign, send: Send | None, steps: list, now: dt.datetime):
     """``queryset`` annotated with ``_reason_<i>`` per step (and ``_recent_<i>`` under a frequency cap)."""
     for index, step in enumerate(steps):
-        reason = _reason(index, step.account.channel, campaign, now)
+        reason = _reason(index, step.account.channel, campaign, send, now)
         if isinstance(reason, tuple):
             queryset = queryset.annotate(**{f"_recent_{index}": reason[1]})
             reason = reason[0]
@@ -148,7 +156,7 @@ def _with_reasons(queryset, campaign: Campaign, steps: list, now: dt.datetime):
 
 
 def _annotated(queryset, campaign: Campaign, steps: list, now: dt.datetime):
-    queryset = _with_reasons(queryset, campaign, steps, now)
+    queryset = _with_reasons(queryset, campaign, None, steps, now)
     chosen = Case(
         *[When(**{f"_reason_{i}": 0}, then=Value(i)) for i in range(len(steps))],
         default=Value(-1),
@@ -339,7 +347,7 @@ class _Job:
         times = _send_times(contacts, campaign, self.send, self.now)
         if not times:  # no contact here (a range of ids without any of the audience): nothing to write
             return None
-        source = _planned_rows(_with_reasons(contacts, campaign, steps, self.now), steps, self.bucket)
+        source = _planned_rows(_with_reasons(contacts, campaign, self.send, steps, self.now), steps, self.bucket)
         insert = partial(_insert_select, skip_duplicates=skip_duplicates or self.same_channel_twice)
         if connection.vendor == "postgresql":
             # The statements below cost enough to trigger JIT compilation, which took seconds (more

@@ -98,6 +98,69 @@ def test_frequency_cap_counts_other_campaigns(brand_a, setup):
     assert plan.skipped == {"frequency_cap": 20}
 
 
+def _days_ago(days: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(days=days)
+
+
+# An earlier marketing message to each contact (first campaign, on its channel), then a second campaign on
+# email with a cap of 1: is the earlier message counted (every contact skipped) or not (every one queued)?
+CAP_CASES = {
+    "sent yesterday, on another channel": ("sms", {"status": "sent", "sent_at": 1}, False),
+    "planned 9 days ago, sent 8 days ago": ("email", {"status": "sent", "created_at": 9, "sent_at": 8}, False),
+    "planned 10 days ago, sent yesterday": ("email", {"status": "sent", "created_at": 10, "sent_at": 1}, True),
+    "planned 10 days ago, delivered yesterday": ("email", {"status": "delivered", "created_at": 10, "sent_at": 1}, True),
+    "planned 10 days ago, still pending": ("email", {"status": "pending", "created_at": 10}, True),
+    "planned 10 days ago, lost in the provider call yesterday": (
+        "email", {"status": "unknown", "created_at": 10, "updated_at": 1}, True,
+    ),
+    "planned 10 days ago, failed yesterday": ("email", {"status": "failed", "created_at": 10, "updated_at": 1}, False),
+    "transactional, sent yesterday": ("email", {"status": "sent", "sent_at": 1, "marketing": False}, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("channel", "earlier", "counted"), CAP_CASES.values(), ids=CAP_CASES.keys())
+def test_frequency_cap_counts_marketing_messages_on_the_channel_sent_in_the_last_7_days(
+    brand_a, setup, channel, earlier, counted
+):
+    contact_list, _people, email, sms, offer = setup
+    first = campaign(brand_a, contact_list, [({"email": email, "sms": sms}[channel], offer)], name="First")
+    plan_send(Send.objects.create(campaign=first, occurrence="once"))
+    changes = {k: _days_ago(v) if k.endswith("_at") else v for k, v in earlier.items()}
+    Message.objects.filter(campaign=first).update(**changes)
+    second = campaign(brand_a, contact_list, [(email, offer)], name="Second", frequency_cap=1)
+
+    preview = dry_run(second)
+    plan = plan_send(Send.objects.create(campaign=second, occurrence="once"))
+
+    expected = {"frequency_cap": 20} if counted else {}
+    assert plan.skipped == preview["skipped_by_reason"] == expected
+    assert plan.by_channel == ({} if counted else {"email": 20})
+
+
+def test_frequency_cap_counts_a_recurring_campaigns_earlier_occurrences(brand_a, setup):
+    contact_list, _people, email, _sms, offer = setup
+    weekly = campaign(brand_a, contact_list, [(email, offer)], schedule_kind="recurring", crontab="0 9 * * *",
+                      frequency_cap=1)  # fmt: skip
+    earlier = Send.objects.create(campaign=weekly, occurrence=_days_ago(1).isoformat())
+    plan_send(earlier)
+    Message.objects.filter(send=earlier).update(status="sent", sent_at=_days_ago(1))
+
+    today = Send.objects.create(campaign=weekly, occurrence=timezone.now().isoformat())
+    plan = plan_send(today)
+
+    assert plan.skipped == {"frequency_cap": 20}
+
+
+def test_frequency_cap_leaves_out_the_sends_own_messages(brand_a, setup):
+    """Every-channel plans write a statement per step, then the skipped: the messages the first
+    statements wrote are this send's own, not earlier ones, and must not turn their contacts skipped."""
+    contact_list, _people, email, sms, offer = setup
+    both = campaign(brand_a, contact_list, [(email, offer), (sms, offer)], channel_mode="every_channel",
+                    frequency_cap=1)  # fmt: skip
+    plan = plan_send(Send.objects.create(campaign=both, occurrence="once"))
+    assert plan.skipped == {} and plan.by_channel == {"email": 20, "sms": 20}
+
+
 def test_quiet_hours_defer_sms_to_the_local_morning(brand_a, setup):
     contact_list, people, _email, sms, offer = setup
     brand_a.quiet_hours_start, brand_a.quiet_hours_end = dt.time(21), dt.time(8)
