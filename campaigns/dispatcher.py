@@ -21,6 +21,7 @@ from channels.models import ChannelAccount
 from channels.providers import ADAPTERS
 
 from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
+from .planner import expected_cost
 from .sender import pk_in
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,12 @@ def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:
     """How many more messages fit the budget, counting those already claimed but not yet costed.
 
     A message's cost is known once sent (SMS: per segment); until then each is reckoned at the most
-    expensive of the campaign's accounts, so the cap is never overshot by a claim in flight. When
-    nothing more fits and nothing is in flight, the rest is skipped as 'budget'.
+    expensive of the campaign's steps (an SMS at its template's segments: ``expected_cost``), so the
+    cap is not overshot by a claim in flight. When nothing more fits and nothing is in flight, the
+    rest is skipped as 'budget'.
     """
-    per_message = max(
-        [Decimal(c.account.cost_per_message or 0) for c in campaign.channels.select_related("account")],
-        default=Decimal(0),
-    )
+    steps = campaign.channels.select_related("account", "template").prefetch_related("template__contents")
+    per_message = max([expected_cost(campaign, step) for step in steps], default=Decimal(0))
     messages = Message.objects.filter(campaign=campaign)
     spent = messages.aggregate(s=Sum("cost"))["s"] or Decimal(0)
     in_flight = messages.filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING]).count()

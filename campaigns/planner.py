@@ -17,6 +17,7 @@ subquery per contact).
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 
 from django.db import connection, transaction
@@ -40,6 +41,7 @@ from django.utils import timezone
 from audiences.models import ADDRESS_FIELD, ConsentStatus, Contact, ListMembership, Suppression, consent_column
 from audiences.services import segment_members
 from channels.models import ChannelAccount
+from channels.sms import sms_segments
 from marketing_hub.models import Brand
 
 from .models import (
@@ -57,6 +59,7 @@ from .models import (
     Variant,
 )
 from .scheduling import QUIET_CHANNELS, next_local_time, outside_quiet_hours
+from .templating import sms_estimate_text
 
 # Reason codes, ordered so that the highest is the "closest to reachable" one reported.
 REASONS = {1: SkipReason.NO_ADDRESS, 2: SkipReason.NO_CONSENT, 3: SkipReason.SUPPRESSED, 4: SkipReason.FREQUENCY_CAP}
@@ -638,7 +641,7 @@ def dry_run(campaign: Campaign, now: dt.datetime | None = None) -> dict:
     for index, count in per_step.items():
         account = steps[index].account
         per_account[account.pk] = per_account.get(account.pk, 0) + count
-        cost += count * float(account.cost_per_message or 0)
+        cost += count * float(expected_cost(campaign, steps[index]))
     accounts = {step.account.pk: step.account for step in steps}
     days = 0
     for account_id, count in per_account.items():
@@ -681,6 +684,24 @@ def _deferred_by_quiet_hours(contacts, queryset, campaign: Campaign, steps: list
             channel = steps[index].account.channel
             deferred[channel] = deferred.get(channel, 0) + n
     return deferred
+
+
+def expected_cost(campaign: Campaign, step) -> Decimal:
+    """What one message of ``step`` is reckoned to cost before it is sent: the account's price, times
+    the segments of the longest SMS among the step's templates (the variants' own included) in any
+    locale, as ``sms_estimate_text`` counts them; the sender records the exact cost once sent."""
+    price = Decimal(step.account.cost_per_message or 0)
+    if step.account.channel != "sms" or not price:
+        return price
+    templates = [step.template, *(v.template for v in campaign.variants.all() if v.template_id)]
+    segments = [
+        sms_segments(sms_estimate_text(content.sms_text, brand=campaign.brand))[1]
+        for template in templates
+        if template is not None
+        for content in template.contents.all()
+        if content.sms_text
+    ]
+    return price * max(segments, default=1)
 
 
 def sending_days(account, count: int, daily_cap: int | None = None) -> int:

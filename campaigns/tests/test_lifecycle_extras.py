@@ -170,6 +170,34 @@ def test_budget_cap_is_never_overshot_and_the_rest_is_skipped(brand_a, base, dja
     assert services.complete_if_done(budgeted)
 
 
+def test_a_long_sms_is_reckoned_at_its_segments_by_the_budget_and_the_dry_run(
+    brand_a, django_capture_on_commit_callbacks
+):
+    """An SMS is billed per segment: two-segment texts in flight use twice the budget of one-segment ones."""
+    from decimal import Decimal
+
+    from campaigns import dispatcher
+    from campaigns.models import TemplateContent
+    from campaigns.planner import dry_run
+
+    contact_list, _ = contacts(brand_a, 40, consent=("sms",), list_name="SMS people")
+    sms = account(brand_a, "sms")
+    sms.cost_per_message = Decimal("0.01")
+    sms.save()
+    long_text = template(brand_a, name="Long")
+    TemplateContent.objects.filter(template=long_text).update(
+        sms_text="Hi {{ contact.first_name }}, " + "our spring sale starts today with twenty percent off " * 3
+    )  # 174 characters with the variable at its counted width, 196 with the opt-out suffix: two segments
+    budgeted = campaign(brand_a, contact_list, [(sms, long_text)], budget_cap=Decimal("0.105"))
+    assert dry_run(budgeted)["estimated_cost"] == pytest.approx(40 * 0.02)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.launch(budgeted, "test")
+    claimed: list[int] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        dispatcher.dispatch(now=timezone.now(), enqueue=lambda channel, ids: claimed.extend(ids))
+    assert len(claimed) == 5  # 0.105 // 0.02, not 0.105 // 0.01
+
+
 @pytest.mark.django_db
 def test_the_reconciler_finds_stale_in_flight_messages_without_scanning_every_message():
     """Beat reconciles every minute; on a table of every message ever planned a scan would be minutes."""
