@@ -6,7 +6,9 @@ from django.db.models import Count, Q
 from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from channels.sms import GSM7_BASIC, GSM7_EXTENSION, sms_segments
 from marketing_hub.admin_mixins import BrandScopedModelAdmin
@@ -301,13 +303,20 @@ class CampaignAdmin(BrandScopedModelAdmin):
             for channel, c in sorted(data["by_channel"].items())
         )
         errors = "".join(
-            format_html("<tr><td>{} {}</td><td>{}</td></tr>", e["provider"], e["code"], e["count"])
+            format_html(
+                "<tr><td>{} {}</td><td>{}, last {}</td></tr>",
+                e["provider"],
+                e["code"],
+                e["count"],
+                date_format(localtime(e["last_seen"]), "SHORT_DATETIME_FORMAT"),
+            )
             for e in data["recent_errors"]
         )
         return format_html(
             "{} <strong>{}%</strong> ({} of {}), ETA {}"
             '<table class="mh-counts"><tr><th colspan=2>By status</th></tr>{}{}'
-            "<tr><th colspan=2>By channel</th></tr>{}<tr><th colspan=2>Errors by provider code</th></tr>{}</table>",
+            "<tr><th colspan=2>By channel</th></tr>{}<tr><th colspan=2>Errors by provider code (failed or retrying), latest first"
+            "</th></tr>{}</table>",
             _bar(data["percent"]), data["percent"], data["done"], data["total"], _eta(data["eta_seconds"]),
             format_html(rows), format_html(skipped), format_html(channels), format_html(errors),
         )  # fmt: skip

@@ -13,7 +13,7 @@ import json
 import logging
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from .models import (
@@ -286,12 +286,14 @@ def progress(campaign: Campaign) -> dict:
         if row["account"]:
             account = ChannelAccount.objects.get(pk=row["account"])
             eta = max(eta, estimate_duration(account, row["n"], campaign.daily_cap))
+    # Provider errors of messages that failed or wait for a retry, latest first: what is going wrong now.
     errors = (
-        Message.objects.filter(campaign=campaign, status=MessageStatus.FAILED)
+        Message.objects.filter(campaign=campaign, status__in=[MessageStatus.FAILED, MessageStatus.PENDING])
+        .exclude(error_code="")
         .order_by()
         .values("account__provider", "error_code")
-        .annotate(n=Count("id"))
-        .order_by("-n")[:10]
+        .annotate(n=Count("id"), last=Max("updated_at"))
+        .order_by("-last")[:10]
     )
     return {
         "status": campaign.status,
@@ -303,7 +305,8 @@ def progress(campaign: Campaign) -> dict:
         "by_channel": by_channel,
         "eta_seconds": int(eta.total_seconds()) if open_count else 0,
         "recent_errors": [
-            {"provider": e["account__provider"], "code": e["error_code"], "count": e["n"]} for e in errors
+            {"provider": e["account__provider"], "code": e["error_code"], "count": e["n"], "last_seen": e["last"]}
+            for e in errors
         ],
     }
 

@@ -42,7 +42,22 @@ def test_the_change_page_counts_by_status_skip_reason_channel_and_provider_error
     assert "<tr><td>skipped</td><td>2</td></tr>" in html
     assert "<tr><td>skipped: no_consent</td><td>2</td></tr>" in html
     assert "<tr><td>sms</td><td>failed: 3, sent: 5</td></tr>" in html
-    assert "<tr><td>twilio_sms 30007</td><td>3</td></tr>" in html
+    assert "<tr><td>twilio_sms 30007</td><td>3, last " in html
+
+
+def test_provider_errors_show_the_latest_first_with_retries_waiting(client, brand_a, spring):
+    """A code that is failing messages right now comes before one that failed earlier, however many
+    that was; messages waiting for a retry show their error too."""
+    import datetime as dt
+
+    later = timezone.now() + dt.timedelta(minutes=5)
+    retrying = Message.objects.filter(campaign=spring, status="failed").order_by("id").first()
+    Message.objects.filter(pk=retrying.pk).update(status="pending", error_code="20429", updated_at=later)
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    html = client.get(reverse("admin:campaigns_campaign_change", args=[spring.pk])).content.decode()
+    assert "<tr><td>twilio_sms 20429</td><td>1, last " in html
+    assert "<tr><td>twilio_sms 30007</td><td>2, last " in html
+    assert html.index("twilio_sms 20429") < html.index("twilio_sms 30007")
 
 
 def _act(client, action: str, *campaigns):
