@@ -204,12 +204,18 @@ def resume(campaign: Campaign, actor: str = "") -> Campaign:
 
 
 def cancel(campaign: Campaign, actor: str = "") -> int:
-    """Cancel the campaign; returns how many pending messages were cancelled."""
+    """Cancel the campaign; returns how many pending or queued messages were cancelled.
+
+    Queued ones too: the sender sends only what it moves from queued to sending itself, so a queued
+    message cancelled here is never sent. Those being sent finish; a sender's retry or failover
+    written after this commits is cancelled or not planned (``sender._write_outcomes``), and beat's
+    ``dispatcher.reconcile`` sweeps whatever a race still leaves pending.
+    """
     with transaction.atomic():
         transition(campaign, S.CANCELLED, actor)
-        cancelled = Message.objects.filter(campaign=campaign, status=MessageStatus.PENDING).update(
-            status=MessageStatus.CANCELLED, updated_at=timezone.now()
-        )
+        cancelled = Message.objects.filter(
+            campaign=campaign, status__in=[MessageStatus.PENDING, MessageStatus.QUEUED]
+        ).update(status=MessageStatus.CANCELLED, updated_at=timezone.now())
         _remove_recurrence(campaign)
     return cancelled
 

@@ -1,0 +1,186 @@
+"""What a cancel leaves behind (nothing pending, ever), the retry rules, deleting campaigns, the daily cap's day.
+
+Against the real sandbox, PostgreSQL and Redis, as in test_sending.py: the dispatcher and the sender
+are the production ones, the hand-over between them a direct call, so the clock can be moved.
+"""
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from campaigns import dispatcher, sender, services
+from campaigns.models import Campaign, Message
+from campaigns.tests.factories import account, campaign, contacts, template
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _send_inline(channel, ids):
+    sender.send_batch(ids)
+
+
+def _launch(spring):
+    services.launch(spring, "test")
+    spring.refresh_from_db()
+    return spring
+
+
+def _statuses(campaign_obj) -> set[str]:
+    return set(Message.objects.filter(campaign=campaign_obj).values_list("status", flat=True))
+
+
+def _send_while_cancelling(spring) -> None:
+    """Dispatch and send in a thread; cancel ``spring`` while its batch is at the provider (the
+    sandbox answers after a second), so the outcome is written after the cancel committed."""
+    done = threading.Event()
+
+    def send():
+        try:
+            dispatcher.dispatch(enqueue=_send_inline)
+        finally:
+            connections.close_all()
+            done.set()
+
+    worker = threading.Thread(target=send)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not Message.objects.filter(campaign=spring, status="sending").exists():
+        assert time.monotonic() < deadline, "the batch never reached the provider"
+        time.sleep(0.02)
+    services.cancel(spring, "test")
+    worker.join(15)
+    assert done.is_set()
+
+
+# -- a cancelled campaign keeps nothing pending ---------------------------------------------------------------
+def test_a_retry_written_after_the_campaign_was_cancelled_is_cancelled_not_left_pending(brand_a, sandbox):
+    contact_list, _ = contacts(brand_a, 3, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    sandbox.configure(rate_429=1.0, latency_ms=1000)
+    _send_while_cancelling(spring)
+    assert _statuses(spring) == {"cancelled"}
+    assert Message.objects.filter(campaign=spring, attempts=1, error_code="20429").count() == 3
+
+
+def test_no_failover_is_planned_for_a_campaign_cancelled_while_its_batch_was_at_the_provider(brand_a, sandbox):
+    contact_list, people = contacts(brand_a, 2, consent=("sms", "email"))
+    for index, person in enumerate(people):
+        person.phone = f"+141555{index}0000"  # the sandbox's invalid numbers: a permanent failure
+        person.save()
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    email = account(brand_a, "email", base_url=sandbox.url)
+    offer = template(brand_a)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    sandbox.configure(latency_ms=1000)
+    _send_while_cancelling(spring)
+    assert set(Message.objects.filter(campaign=spring).values_list("channel", "status")) == {("sms", "failed")}
+    dispatcher.dispatch(enqueue=_send_inline)
+    assert sandbox.counts == {}
+
+
+def test_a_retry_written_while_a_cancel_commits_waits_for_it_and_is_cancelled(brand_a, sandbox):
+    """The race: the cancel's UPDATE passed the message while it was 'sending' and has not committed
+    when the sender writes the retry. The sender waits for the cancel (the campaign's row lock) and
+    then writes 'cancelled'; reading the campaign as still running, it wrote 'pending' for ever."""
+    contact_list, _ = contacts(brand_a, 1, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    ids = list(Message.objects.filter(campaign=spring).values_list("id", flat=True))
+    Message.objects.filter(pk__in=ids).update(status="queued")
+    (claimed,) = sender._claim(ids)  # now 'sending', at the provider
+    cancelled, release, written = threading.Event(), threading.Event(), threading.Event()
+
+    def cancel_and_hold():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                assert services.cancel(spring, "test") == 0  # 'sending' is not pending
+                cancelled.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def write_retry():
+        try:
+            now = timezone.now()
+            claimed.attempts += 1
+            claimed.status, claimed.error_code = "pending", "20429"
+            claimed.send_after = now + dt.timedelta(seconds=sender.backoff(1, 1))
+            sender._write_outcomes([claimed], now)
+            written.set()
+        finally:
+            connections.close_all()
+
+    canceller = threading.Thread(target=cancel_and_hold)
+    canceller.start()
+    assert cancelled.wait(10)
+    writer = threading.Thread(target=write_retry)
+    writer.start()
+    waited = not written.wait(0.5)  # the retry waits for the cancel to commit
+    release.set()
+    canceller.join(10)
+    writer.join(10)
+    assert written.is_set() and waited
+    assert Message.objects.get(pk=claimed.pk).status == "cancelled"
+
+
+def test_reconcile_sweeps_what_races_left_pending_or_queued_in_stopped_campaigns(brand_a, sandbox, settings):
+    contact_list, _ = contacts(brand_a, 6, consent=("sms",))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    offer = template(brand_a)
+    stopped = _launch(campaign(brand_a, contact_list, [(sms, offer)], name="Stopped"))
+    live = _launch(campaign(brand_a, contact_list, [(sms, offer)], name="Live"))
+    services.cancel(stopped, "test")
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.SEND_STALE_QUEUED_SECONDS + 1)
+    # What a race leaves behind a cancel: a requeued message, one queued long ago, one queued just now.
+    left = list(Message.objects.filter(campaign=stopped).order_by("id").values_list("id", flat=True))
+    Message.objects.filter(pk=left[0]).update(status="pending")
+    Message.objects.filter(pk=left[1]).update(status="queued", queued_at=stale)
+    Message.objects.filter(pk=left[2]).update(status="queued", queued_at=now)
+    Message.objects.filter(campaign=live).update(status="queued", queued_at=stale)
+
+    result = dispatcher.reconcile(now)
+
+    assert _statuses(stopped) == {"cancelled"}
+    assert _statuses(live) == {"pending"}  # a live campaign's stale claims are requeued, as before
+    assert result == {"cancelled": 3, "requeued": 6, "unknown": 0}
+
+
+def test_a_stale_queued_message_of_a_campaign_stopped_long_ago_is_cancelled_not_requeued(brand_a, settings):
+    contact_list, _ = contacts(brand_a, 2, consent=("sms",))
+    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
+    services.cancel(spring, "test")
+    long_ago = timezone.now() - dispatcher.SWEEP_HORIZON - dt.timedelta(hours=1)
+    Campaign.objects.filter(pk=spring.pk).update(updated_at=long_ago)
+    Message.objects.filter(campaign=spring).update(status="queued", queued_at=long_ago)
+    assert dispatcher.reconcile()["cancelled"] == 2
+    assert _statuses(spring) == {"cancelled"}
+
+
+def test_the_sweep_looks_up_stopped_campaigns_in_the_campaign_status_index(brand_a):
+    """Beat reconciles every tick: the sweep must not read every pending message of the hub."""
+    contact_list, _ = contacts(brand_a, 3, consent=("sms",))
+    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
+    services.cancel(spring, "test")
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and '"campaign_id" = ANY' in sql:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        return execute(sql, params, many, context)
+
+    from django.db import transaction
+
+    with transaction.atomic(), connection.execute_wrapper(explain):
+        dispatcher.sweep_stopped(timezone.now())
+    assert len(plans) == 1 and "message_campaign_status" in plans[0], plans
