@@ -184,3 +184,77 @@ def test_the_sweep_looks_up_stopped_campaigns_in_the_campaign_status_index(brand
     with transaction.atomic(), connection.execute_wrapper(explain):
         dispatcher.sweep_stopped(timezone.now())
     assert len(plans) == 1 and "message_campaign_status" in plans[0], plans
+
+
+# -- the retry rules ----------------------------------------------------------------------------------------------
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap_and_honours_retry_after():
+    for attempt in range(1, 14):
+        cap = min(sender.MAX_BACKOFF, sender.BASE_BACKOFF * 2 ** (attempt - 1))
+        delays = [sender.backoff(attempt) for _ in range(400)]
+        assert all(0 <= d <= cap for d in delays), attempt
+        # Full jitter: spread over the whole range, not bunched at the cap (nor at 0).
+        assert min(delays) < 0.1 * cap and max(delays) > 0.9 * cap, attempt
+    assert sender.backoff(30) <= sender.MAX_BACKOFF
+    # Retry-After is a floor: never earlier than the provider asked, jittered above it when the
+    # backoff is longer.
+    assert all(sender.backoff(1, retry_after=30) >= 30 for _ in range(200))
+    later = [sender.backoff(8, retry_after=30) for _ in range(400)]
+    assert min(later) >= 30 and max(later) > 200
+
+
+def _due_retries(spring):
+    return Message.objects.filter(campaign=spring, status="pending")
+
+
+def test_a_429_is_retried_no_earlier_than_retry_after_then_fails_as_retries_exhausted_without_failover(
+    brand_a, sandbox, settings
+):
+    settings.SEND_MAX_ATTEMPTS = 3
+    sandbox.configure(rate_429=1.0, retry_after=30)
+    contact_list, _ = contacts(brand_a, 2, consent=("sms", "email"))
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    email = account(brand_a, "email", base_url=sandbox.url)
+    offer = template(brand_a)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    clock = timezone.now()
+    for attempt in (1, 2):
+        assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 2
+        retries = list(_due_retries(spring).values("attempts", "error_code", "send_after", "updated_at"))
+        assert [(r["attempts"], r["error_code"]) for r in retries] == [(attempt, "20429")] * 2
+        # The retry waits at least what the provider's Retry-After asked for...
+        assert all(r["send_after"] - r["updated_at"] >= dt.timedelta(seconds=30) for r in retries)
+        # ...and is not claimed a moment before it is due.
+        first_due = min(r["send_after"] for r in retries)
+        assert dispatcher.dispatch(now=first_due - dt.timedelta(seconds=1), enqueue=_send_inline) == 0
+        clock = max(r["send_after"] for r in retries)
+    assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 2
+    failed = list(Message.objects.filter(campaign=spring).values_list("channel", "status", "attempts", "error_code"))
+    assert sorted(failed) == [("sms", "failed", 3, "20429")] * 2  # no email planned: transient is no failover
+    assert all(
+        m.startswith("retries exhausted: ") for m in Message.objects.filter(campaign=spring).values_list(
+            "error_message", flat=True)
+    )  # fmt: skip
+    assert sandbox.counts == {}
+    assert services.complete_if_done(spring)
+
+
+def test_a_5xx_without_retry_after_backs_off_within_the_attempts_exponential_bound(brand_a, sandbox, settings):
+    settings.SEND_MAX_ATTEMPTS = 20
+    sandbox.configure(rate_5xx=1.0)
+    contact_list, _ = contacts(brand_a, 20, consent=("sms",))
+    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms", base_url=sandbox.url),
+                                                       template(brand_a))]))  # fmt: skip
+    clock = timezone.now()
+    longest = []
+    for attempt in range(1, 8):
+        assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 20
+        delays = [
+            (r["send_after"] - r["updated_at"]).total_seconds()
+            for r in _due_retries(spring).values("send_after", "updated_at")
+        ]
+        bound = sender.BASE_BACKOFF * 2 ** (attempt - 1)
+        assert len(delays) == 20 and all(0 <= d <= bound for d in delays), (attempt, delays)
+        longest.append(max(delays))
+        clock = max(clock, *_due_retries(spring).values_list("send_after", flat=True))  # all due again
+    assert longest[-1] > 4 * longest[0]  # it grows: 20 draws up to 128 s against 20 up to 2 s
+    assert set(_due_retries(spring).values_list("error_code", flat=True)) == {"20500"}
