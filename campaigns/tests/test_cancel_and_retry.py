@@ -258,3 +258,56 @@ def test_a_5xx_without_retry_after_backs_off_within_the_attempts_exponential_bou
         clock = max(clock, *_due_retries(spring).values_list("send_after", flat=True))  # all due again
     assert longest[-1] > 4 * longest[0]  # it grows: 20 draws up to 128 s against 20 up to 2 s
     assert set(_due_retries(spring).values_list("error_code", flat=True)) == {"20500"}
+
+
+# -- no deleting a live campaign --------------------------------------------------------------------------------
+def _one_of_each(brand_a):
+    """A campaign in each status that deletion cares about: {status: campaign}."""
+    contact_list, _ = contacts(brand_a, 3, consent=("sms",))
+    sms, offer = account(brand_a, "sms"), template(brand_a)
+    made = {}
+    for status in ("draft", "scheduled", "running", "paused", "completed", "cancelled"):
+        made[status] = campaign(brand_a, contact_list, [(sms, offer)], name=status.title())
+        if status != "draft":
+            _launch(made[status])  # planned: its messages are what a delete would take with it
+            Campaign.objects.filter(pk=made[status].pk).update(status=status)
+    return made
+
+
+def test_the_api_refuses_to_delete_a_live_campaign_and_deletes_the_others(key_client, brand_a):
+    made = _one_of_each(brand_a)
+    for status in ("scheduled", "running", "paused"):
+        refused = key_client.delete(f"/api/campaigns/{made[status].pk}/")
+        assert refused.status_code == 409, status
+        error = refused.json()["error"]
+        assert error["code"] == "conflict" and "cancel it first" in error["message"], error
+        assert Message.objects.filter(campaign=made[status]).count() == 3
+    for status in ("draft", "completed", "cancelled"):
+        assert key_client.delete(f"/api/campaigns/{made[status].pk}/").status_code == 204, status
+    assert set(Campaign.objects.values_list("status", flat=True)) == {"scheduled", "running", "paused"}
+    assert not Message.objects.exclude(campaign__in=Campaign.objects.all()).exists()
+
+
+def test_the_admin_has_no_delete_for_a_live_campaign_and_its_bulk_delete_skips_them(client, marketer_a, brand_a):
+    made = _one_of_each(brand_a)
+    client.force_login(marketer_a)
+    running = made["running"]
+    page = client.get(f"/admin/campaigns/campaign/{running.pk}/change/")
+    assert page.status_code == 200 and f"/admin/campaigns/campaign/{running.pk}/delete/" not in page.content.decode()
+    assert client.post(f"/admin/campaigns/campaign/{running.pk}/delete/", {"post": "yes"}).status_code == 403
+    draft_page = client.get(f"/admin/campaigns/campaign/{made['draft'].pk}/change/").content.decode()
+    assert f"/admin/campaigns/campaign/{made['draft'].pk}/delete/" in draft_page
+
+    everything = [str(c.pk) for c in made.values()]
+    confirm = client.post("/admin/campaigns/campaign/", {"action": "delete_selected", "_selected_action": everything})
+    assert confirm.status_code == 200  # the confirmation page, for the three that may go
+    text = confirm.content.decode()
+    assert "cancel it first" in text and "Are you sure" in text
+    assert {str(pk) for pk in confirm.context["queryset"].values_list("pk", flat=True)} == {
+        str(made[s].pk) for s in ("draft", "completed", "cancelled")
+    }
+    done = client.post(
+        "/admin/campaigns/campaign/", {"action": "delete_selected", "_selected_action": everything, "post": "yes"}
+    )
+    assert done.status_code == 302
+    assert set(Campaign.objects.values_list("status", flat=True)) == {"scheduled", "running", "paused"}
