@@ -9,6 +9,7 @@ A campaign larger than a day's quota simply stays pending until the quota frees 
 
 import datetime as dt
 import logging
+import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
@@ -38,16 +39,15 @@ def _due(now: dt.datetime):
 def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
     """Running campaigns with a daily cap or a budget: how many more they may claim now (0 = none)."""
     allowance: dict[int, int] = {}
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    for campaign in Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
+    capped = Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
         Q(daily_cap__isnull=False) | Q(budget_cap__isnull=False)
-    ):
+    )
+    for campaign in capped.select_related("brand"):
         left = CLAIM_CHUNK * 1000
         if campaign.daily_cap:
+            day_start, day_end = local_day(now, campaign.brand.time_zone)
             claimed_today = (
-                Message.objects.filter(
-                    campaign=campaign, queued_at__gte=day_start, queued_at__lt=day_start + dt.timedelta(days=1)
-                )
+                Message.objects.filter(campaign=campaign, queued_at__gte=day_start, queued_at__lt=day_end)
                 .exclude(status__in=[MessageStatus.PENDING, MessageStatus.SKIPPED, MessageStatus.CANCELLED])
                 .count()
             )
@@ -56,6 +56,18 @@ def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
             left = min(left, _budget_allowance(campaign, now))
         allowance[campaign.pk] = left
     return allowance
+
+
+def local_day(now: dt.datetime, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The day of ``now`` in the brand's time zone, as [start, end): the day the accounts' quotas count
+    (``channels.ratelimit``), so "a day" means the same to a daily cap and to a quota. By the
+    calendar: a day is 23 or 25 hours long when the clocks change."""
+    zone = zoneinfo.ZoneInfo(time_zone or "UTC")
+    day = now.astimezone(zone).date()
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+    # In UTC: Python subtracts two times of one zone by their wall clocks, whatever the offsets.
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:

@@ -311,3 +311,35 @@ def test_the_admin_has_no_delete_for_a_live_campaign_and_its_bulk_delete_skips_t
     )
     assert done.status_code == 302
     assert set(Campaign.objects.values_list("status", flat=True)) == {"scheduled", "running", "paused"}
+
+
+# -- the daily cap counts the brand's day ----------------------------------------------------------------------
+def test_the_daily_cap_counts_the_brands_local_day_as_the_quotas_do(brand_a):
+    brand_a.time_zone = "America/New_York"  # UTC-5 in January
+    brand_a.save()
+    contact_list, _ = contacts(brand_a, 40, consent=("email",))
+    capped = _launch(campaign(brand_a, contact_list, [(account(brand_a, "email"), template(brand_a))], daily_cap=15))
+    year = timezone.now().year + 1
+    utc = dt.UTC
+    claimed: list[int] = []
+
+    def claim_at(moment) -> int:
+        before = len(claimed)
+        dispatcher.dispatch(now=moment, enqueue=lambda channel, ids: claimed.extend(ids))
+        Message.objects.filter(pk__in=claimed).update(status="sent", sent_at=moment)
+        return len(claimed) - before
+
+    assert claim_at(dt.datetime(year, 1, 14, 23, 0, tzinfo=utc)) == 15  # 18:00 on the 14th in New York
+    assert claim_at(dt.datetime(year, 1, 15, 1, 0, tzinfo=utc)) == 0  # a new UTC day, still the 14th there
+    assert claim_at(dt.datetime(year, 1, 15, 4, 59, tzinfo=utc)) == 0  # 23:59 there
+    assert claim_at(dt.datetime(year, 1, 15, 5, 1, tzinfo=utc)) == 15  # 00:01 on the 15th there
+    assert Message.objects.filter(campaign=capped, status="pending").count() == 10
+
+
+def test_a_local_day_is_23_or_25_hours_long_when_the_clocks_change():
+    spring_forward = dt.datetime(2026, 3, 8, 12, 0, tzinfo=dt.UTC)
+    start, end = dispatcher.local_day(spring_forward, "America/New_York")
+    assert (start.isoformat(), end - start) == ("2026-03-08T05:00:00+00:00", dt.timedelta(hours=23))
+    start, end = dispatcher.local_day(dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC), "America/New_York")
+    assert end - start == dt.timedelta(hours=25)
+    assert dispatcher.local_day(spring_forward, "")[0] == dt.datetime(2026, 3, 8, tzinfo=dt.UTC)
