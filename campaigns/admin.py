@@ -2,6 +2,7 @@ import json
 import time
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.db.models import Count, Q
 from django.http import Http404
 from django.template.response import TemplateResponse
@@ -242,7 +243,7 @@ class CampaignAdmin(BrandScopedModelAdmin):
     inlines = [CampaignChannelInline, VariantInline, TransitionInline]
     filter_horizontal = ["segments", "lists", "exclude_segments", "exclude_lists"]
     readonly_fields = ["status", "launched_at", "completed_at", "progress_detail"]
-    actions = ["dry_run", "launch", "pause", "resume", "cancel", "duplicate"]
+    actions = ["dry_run", "launch", "pause", "resume", "cancel", "duplicate", "delete_selected"]
     fieldsets = [
         (None, {"fields": ["brand", "name", "goal", "status", "progress_detail"]}),
         ("Audience", {"fields": ["segments", "lists", "exclude_segments", "exclude_lists"]}),
@@ -325,6 +326,35 @@ class CampaignAdmin(BrandScopedModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request, obj=None):
+        """No deleting a campaign that may still send (see ``services.deletion_refused``)."""
+        if obj is not None and services.deletion_refused(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.action(description="Delete selected campaigns", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        """Django's delete action for the selected campaigns that may be deleted; the live ones are
+        named and left alone (Django's own would refuse the whole selection without saying why)."""
+        live = queryset.filter(status__in=services.LIVE_STATUSES)
+        for campaign in live:
+            self.message_user(request, f"{campaign}: {services.deletion_refused(campaign)}", level=messages.ERROR)
+        rest = queryset.exclude(status__in=services.LIVE_STATUSES)
+        if not rest.exists():
+            return None
+        return delete_selected(self, request, rest)
+
+    def delete_queryset(self, request, queryset):
+        # Checked again when the confirmation comes back: a campaign launched meanwhile stays.
+        for campaign in queryset:
+            try:
+                services.delete(campaign)
+            except services.DeletionRefused as exc:
+                self.message_user(request, f"{campaign}: {exc}", level=messages.ERROR)
+
+    def delete_model(self, request, obj):
+        services.delete(obj)
 
     def _each(self, request, queryset, func, verb):
         done = 0

@@ -133,6 +133,12 @@ class CampaignViewSet(BrandScopedViewSetMixin, viewsets.ModelViewSet):
         "dry_run": "view", "progress": "view",
     }  # fmt: skip
 
+    def perform_destroy(self, instance):
+        try:
+            services.delete(instance)
+        except services.DeletionRefused as exc:
+            raise ApiError(ErrorCode.CONFLICT, str(exc), status.HTTP_409_CONFLICT) from None
+
     def _act(self, func):
         campaign = self.get_object()
         try:

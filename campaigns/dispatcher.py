@@ -9,6 +9,7 @@ A campaign larger than a day's quota simply stays pending until the quota frees 
 
 import datetime as dt
 import logging
+import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
@@ -22,11 +23,12 @@ from channels.providers import ADAPTERS
 
 from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
 from .planner import expected_cost
-from .sender import pk_in
+from .sender import STOPPED, any_of, pk_in
 
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 1000  # upper bound per account per round...
 LARGE_BATCH_CHUNKS = 4  # ...times this for providers that take 1,000 messages a batch (SendGrid)
+SWEEP_HORIZON = dt.timedelta(days=1)  # how long after it stopped a campaign's leftovers are swept
 
 
 def _due(now: dt.datetime):
@@ -38,16 +40,15 @@ def _due(now: dt.datetime):
 def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
     """Running campaigns with a daily cap or a budget: how many more they may claim now (0 = none)."""
     allowance: dict[int, int] = {}
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    for campaign in Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
+    capped = Campaign.objects.filter(status=CampaignStatus.RUNNING).filter(
         Q(daily_cap__isnull=False) | Q(budget_cap__isnull=False)
-    ):
+    )
+    for campaign in capped.select_related("brand"):
         left = CLAIM_CHUNK * 1000
         if campaign.daily_cap:
+            day_start, day_end = local_day(now, campaign.brand.time_zone)
             claimed_today = (
-                Message.objects.filter(
-                    campaign=campaign, queued_at__gte=day_start, queued_at__lt=day_start + dt.timedelta(days=1)
-                )
+                Message.objects.filter(campaign=campaign, queued_at__gte=day_start, queued_at__lt=day_end)
                 .exclude(status__in=[MessageStatus.PENDING, MessageStatus.SKIPPED, MessageStatus.CANCELLED])
                 .count()
             )
@@ -56,6 +57,18 @@ def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
             left = min(left, _budget_allowance(campaign, now))
         allowance[campaign.pk] = left
     return allowance
+
+
+def local_day(now: dt.datetime, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The day of ``now`` in the brand's time zone, as [start, end): the day the accounts' quotas count
+    (``channels.ratelimit``), so "a day" means the same to a daily cap and to a quota. By the
+    calendar: a day is 23 or 25 hours long when the clocks change."""
+    zone = zoneinfo.ZoneInfo(time_zone or "UTC")
+    day = now.astimezone(zone).date()
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+    # In UTC: Python subtracts two times of one zone by their wall clocks, whatever the offsets.
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:
@@ -186,20 +199,47 @@ def _enqueue_task(channel: str, ids: list[int]) -> None:
 
 
 def reconcile(now: dt.datetime | None = None) -> dict[str, int]:
-    """Heal what crashes leave behind, never by sending blindly.
+    """Heal what crashes and races leave behind, never by sending blindly.
 
+    - pending or queued messages of a campaign cancelled or completed lately: cancelled (see
+      ``sweep_stopped``);
     - queued too long (the send task was lost before it started): back to pending, safe because
-      the sender only sends messages it moves from queued to sending itself;
+      the sender only sends messages it moves from queued to sending itself; cancelled instead when
+      their campaign has stopped, as nothing claims a stopped campaign's messages;
     - sending too long (the worker died during the provider call): 'unknown', unless a provider
       callback has settled it meanwhile. Never resent: the provider may have accepted it.
     """
     now = now or timezone.now()
     stale_queued = dt.timedelta(seconds=settings.SEND_STALE_QUEUED_SECONDS)
     stale_sending = dt.timedelta(seconds=settings.SEND_STALE_SENDING_SECONDS)
-    requeued = Message.objects.filter(status=MessageStatus.QUEUED, queued_at__lt=now - stale_queued).update(
-        status=MessageStatus.PENDING, updated_at=now
-    )
+    cancelled = sweep_stopped(now)
+    stale = Message.objects.filter(status=MessageStatus.QUEUED, queued_at__lt=now - stale_queued)
+    cancelled += stale.filter(campaign__status__in=STOPPED).update(status=MessageStatus.CANCELLED, updated_at=now)
+    requeued = stale.update(status=MessageStatus.PENDING, updated_at=now)
     unknown = Message.objects.filter(status=MessageStatus.SENDING, updated_at__lt=now - stale_sending).update(
         status=MessageStatus.UNKNOWN, error_message="worker lost during the provider call; not resent", updated_at=now
     )
-    return {"requeued": requeued, "unknown": unknown}
+    return {"cancelled": cancelled, "requeued": requeued, "unknown": unknown}
+
+
+def sweep_stopped(now: dt.datetime) -> int:
+    """Cancel what is still pending or queued in campaigns stopped (cancelled, completed) lately.
+
+    A cancel cancels what is pending or queued when it commits. Work in flight then may still write a
+    pending message afterwards (a stale claim requeued by ``reconcile`` in the same moment; the sender
+    waits for the cancel instead, see ``sender._write_outcomes``), and nothing claims a stopped
+    campaign's messages: it would stay pending for ever. Such writes come only from work in flight
+    when the campaign stopped, so the campaigns stopped within ``SWEEP_HORIZON`` are enough; each
+    costs a look-up in the (campaign, status) index, not a scan of every pending message, and the
+    campaigns of years past are not read every tick.
+    """
+    stopped = list(
+        Campaign.objects.filter(status__in=STOPPED, updated_at__gte=now - SWEEP_HORIZON).values_list("id", flat=True)
+    )
+    if not stopped:
+        return 0
+    return (
+        Message.objects.filter(any_of(Message, "campaign", stopped))
+        .filter(status__in=[MessageStatus.PENDING, MessageStatus.QUEUED])
+        .update(status=MessageStatus.CANCELLED, updated_at=now)
+    )

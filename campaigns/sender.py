@@ -57,6 +57,7 @@ UNSUBSCRIBE_SALT = "campaigns.unsubscribe"
 # What a claim reads of each contact: the template's variables, and the time zone quiet hours are
 # kept in (rendering picks CONTACT_FIELDS only, so the template context does not change).
 CLAIMED_CONTACT_FIELDS = (*CONTACT_FIELDS, "time_zone")
+STOPPED = (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED)  # campaigns whose messages nothing claims
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
@@ -426,10 +427,13 @@ def send_batch(ids: list[int], now: dt.datetime | None = None) -> dict[str, int]
                 if not exhausted:
                     failovers.append(message)
             updates.append(message)
-    _write_outcomes(updates, now)
-    if failovers:
-        failed = Message.objects.filter(pk__in=[m.pk for m in failovers]).select_related("contact", "campaign")
-        _failover([m for m in failed if m.campaign_id], now)
+    # Outcomes and failovers commit together: a campaign never looks finished (nothing open) between
+    # a message failing and its failover being planned, so it cannot complete in that gap.
+    with transaction.atomic():
+        _write_outcomes(updates, now)
+        if failovers:
+            failed = Message.objects.filter(pk__in=[m.pk for m in failovers]).select_related("contact", "campaign")
+            _failover([m for m in failed if m.campaign_id], now)
     return outcome
 
 
@@ -474,9 +478,47 @@ def _defer_quiet_hours(messages: list[_Claimed], now: dt.datetime) -> tuple[list
 def _write_outcomes(messages: list[_Claimed], now) -> None:
     """All outcomes of a batch in one statement (PostgreSQL: an UPDATE joined to the rows given as one
     JSON document); elsewhere one parameterized UPDATE per message, sent as a batch. Django's
-    bulk_update builds a CASE per field and row, which costs more than the provider call it records."""
+    bulk_update builds a CASE per field and row, which costs more than the provider call it records.
+
+    A retry (back to pending) of a campaign that was cancelled or completed meanwhile is written as
+    cancelled: nothing claims a stopped campaign's messages, so a pending one would stay for ever.
+    """
     if not messages:
         return
+    with transaction.atomic(savepoint=False):
+        statuses = _lock_campaigns({m.campaign_id for m in messages if m.campaign_id})
+        for message in messages:
+            if message.status == MessageStatus.PENDING and statuses.get(message.campaign_id) in STOPPED:
+                message.status = MessageStatus.CANCELLED
+        _write_outcome_rows(messages, now)
+
+
+def _lock_campaigns(ids: set[int]) -> dict[int, str]:
+    """The campaigns' statuses, each row held ``FOR KEY SHARE`` until the caller's transaction ends.
+
+    A cancel takes the campaign's row ``FOR UPDATE`` before it cancels what is pending, so the two
+    are ordered: either the cancel commits first and its status is read here, or it waits for this
+    transaction and then finds the retries pending. (Without the lock a retry written while a cancel
+    was committing stayed pending: the cancel's UPDATE had passed the row while it was 'sending'.)
+    Senders do not wait for each other: KEY SHARE conflicts only with FOR UPDATE.
+    """
+    if not ids:
+        return {}
+    if connection.vendor != "postgresql":  # SQLite: the write transaction already excludes a cancel
+        return dict(Campaign.objects.filter(pk__in=ids).values_list("id", "status"))
+    table = connection.ops.quote_name(Campaign._meta.db_table)
+    with connection.cursor() as cursor:
+        # The table name comes from the model's metadata; the ids are one parameter. In id order, as
+        # every locker of several campaigns should.
+        cursor.execute(
+            f"SELECT id, status FROM {table} WHERE id = ANY(%s::bigint[]) ORDER BY id FOR KEY SHARE",  # noqa: S608
+            ["{" + ",".join(str(int(pk)) for pk in sorted(ids)) + "}"],
+        )
+        return dict(cursor.fetchall())
+
+
+def _write_outcome_rows(messages: list[_Claimed], now) -> None:
+    """The outcomes' UPDATE, in the caller's transaction."""
     fields = [Message._meta.get_field(name) for name in OUTCOME_FIELDS]
     quote = connection.ops.quote_name
     table = quote(Message._meta.db_table)
@@ -503,7 +545,7 @@ def _write_outcomes(messages: list[_Claimed], now) -> None:
         rows = [[m.pk, *(getattr(m, name) for name in names)] for m in messages]
         keys = ["id", *(f.column for f in fields)]
         params = [now, json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=_json_value)]
-        with transaction.atomic(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # inside _write_outcomes' transaction
             cursor.execute(sql, params)
         return
     assignments = ", ".join(
@@ -514,7 +556,7 @@ def _write_outcomes(messages: list[_Claimed], now) -> None:
     )
     sql = f"UPDATE {table} SET {assignments}, {quote('updated_at')} = %s WHERE id = %s"  # noqa: S608
     rows = [[f.get_db_prep_save(getattr(m, f.attname), connection) for f in fields] + [now, m.pk] for m in messages]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
 
@@ -547,10 +589,17 @@ def _call_provider(account: ChannelAccount, outbound: list[OutboundMessage]):
 
 
 def _failover(failed: list[Message], now: dt.datetime) -> None:
-    """Permanent failure under a 'failover' strategy: plan the same contact on the next reachable step."""
+    """Permanent failure under a 'failover' strategy: plan the same contact on the next reachable step.
+
+    Only for a campaign still running or paused: a cancelled or completed one is claimed no more, so
+    a message planned for it would stay pending for ever. The caller holds the campaigns' rows (see
+    ``_write_outcomes``), so the status read here cannot change before the new message commits.
+    """
     for message in failed:
         campaign = message.campaign
         if campaign is None or campaign.channel_mode != ChannelMode.FAILOVER:
+            continue
+        if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
             continue
         steps = list(campaign.channels.select_related("account").order_by("position"))
         for index, step in enumerate(steps):

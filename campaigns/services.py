@@ -47,6 +47,39 @@ class IllegalTransition(ValueError):
     pass
 
 
+# Campaigns that may still send: deleting one would take its messages (history and those in flight)
+# with it while the dispatcher and senders work on them. Cancel first; a final one is a record that
+# its owner may choose to drop, and a draft has nothing yet.
+LIVE_STATUSES = (S.SCHEDULED, S.RUNNING, S.PAUSED)
+
+
+class DeletionRefused(ValueError):
+    pass
+
+
+def deletion_refused(campaign: Campaign) -> str:
+    """Why ``campaign`` cannot be deleted now; empty when it can."""
+    if campaign.status in LIVE_STATUSES:
+        return (
+            f"A {campaign.get_status_display().lower()} campaign cannot be deleted: cancel it first "
+            "(drafts, completed and cancelled campaigns can be deleted)."
+        )
+    return ""
+
+
+def delete(campaign: Campaign) -> None:
+    """Delete ``campaign`` with its messages and history, or raise DeletionRefused while it is live.
+
+    Under the row lock every transition takes, so a launch cannot slip in between check and delete.
+    """
+    with transaction.atomic():
+        current = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        reason = deletion_refused(current)
+        if reason:
+            raise DeletionRefused(reason)
+        current.delete()
+
+
 def transition(campaign: Campaign, to: str, actor: str = "", note: str = "") -> Campaign:
     """Move ``campaign`` to ``to`` under a row lock, or raise IllegalTransition saying why not."""
     with transaction.atomic():
@@ -204,12 +237,18 @@ def resume(campaign: Campaign, actor: str = "") -> Campaign:
 
 
 def cancel(campaign: Campaign, actor: str = "") -> int:
-    """Cancel the campaign; returns how many pending messages were cancelled."""
+    """Cancel the campaign; returns how many pending or queued messages were cancelled.
+
+    Queued ones too: the sender sends only what it moves from queued to sending itself, so a queued
+    message cancelled here is never sent. Those being sent finish; a sender's retry or failover
+    written after this commits is cancelled or not planned (``sender._write_outcomes``), and beat's
+    ``dispatcher.reconcile`` sweeps whatever a race still leaves pending.
+    """
     with transaction.atomic():
         transition(campaign, S.CANCELLED, actor)
-        cancelled = Message.objects.filter(campaign=campaign, status=MessageStatus.PENDING).update(
-            status=MessageStatus.CANCELLED, updated_at=timezone.now()
-        )
+        cancelled = Message.objects.filter(
+            campaign=campaign, status__in=[MessageStatus.PENDING, MessageStatus.QUEUED]
+        ).update(status=MessageStatus.CANCELLED, updated_at=timezone.now())
         _remove_recurrence(campaign)
     return cancelled
 
