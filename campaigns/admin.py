@@ -232,7 +232,8 @@ def dry_run_text(data: dict) -> str:
     text += f"; skipped: {counts(data['skipped_by_reason'])}"
     if data.get("deferred_by_quiet_hours"):
         text += f"; quiet hours defer (still recipients, sent when they end): {counts(data['deferred_by_quiet_hours'])}"
-    return text + f"; estimated cost {data['estimated_cost']} {data['currency']}; ETA {_eta(data['eta_seconds'])}"
+    text += f"; estimated cost {data['estimated_cost']} {data['currency']}; ETA {_eta(data['eta_seconds'])}"
+    return "".join([text, *(f". Warning: {warning}" for warning in data.get("warnings", []))])
 
 
 @admin.register(Campaign)

@@ -656,7 +656,26 @@ def dry_run(campaign: Campaign, now: dt.datetime | None = None) -> dict:
         "currency": steps[0].account.currency if steps else "",
         "eta_seconds": int(eta.total_seconds()),
         "eta_days": days,
+        "warnings": _warnings(campaign, steps),
     }
+
+
+def _warnings(campaign: Campaign, steps: list) -> list[str]:
+    """What would launch but fail or surprise: WhatsApp free text outside a conversation."""
+    found = []
+    for position, step in enumerate(steps, start=1):
+        if step.account.channel != "whatsapp":
+            continue
+        templates = [step.template, *(v.template for v in campaign.variants.all() if v.template_id)]
+        for template in templates:
+            for content in template.contents.all():
+                if content.whatsapp_text and not content.whatsapp_content_sid:
+                    found.append(
+                        f"WhatsApp step {position}: template {template.name!r} ({content.locale}) has only free "
+                        "text, which reaches only contacts who wrote to you in the last 24 hours; the others "
+                        "fail (Twilio 63016). Add an approved Content template (HX…) for a campaign."
+                    )
+    return found
 
 
 def _deferred_by_quiet_hours(contacts, queryset, campaign: Campaign, steps: list, now: dt.datetime) -> dict:

@@ -214,6 +214,24 @@ def test_dry_run_eta_for_a_whatsapp_quota(brand_a):
     assert dry_run(spring)["eta_days"] == 40
 
 
+def test_dry_run_warns_of_whatsapp_free_text_outside_a_conversation(brand_a):
+    """Free WhatsApp text reaches only contacts in a 24-hour session; a campaign needs an approved template."""
+    from campaigns.admin import dry_run_text
+    from campaigns.models import TemplateContent
+
+    contact_list, _ = contacts(brand_a, 5, consent=("whatsapp",))
+    whatsapp = account(brand_a, "whatsapp")
+    free_text = template(brand_a, name="Free text")  # the factory's content has whatsapp_text only
+    spring = campaign(brand_a, contact_list, [(whatsapp, free_text)])
+    warnings = dry_run(spring)["warnings"]
+    assert len(warnings) == 1 and "'Free text' (en)" in warnings[0] and "63016" in warnings[0]
+    assert "Warning: WhatsApp step 1" in dry_run_text(dry_run(spring))
+    TemplateContent.objects.filter(template=free_text).update(whatsapp_content_sid="HX" + "0" * 32)
+    assert dry_run(spring)["warnings"] == []
+    email_only = campaign(brand_a, contact_list, [(account(brand_a, "email"), template(brand_a, name="Mail"))])
+    assert dry_run(email_only)["warnings"] == []
+
+
 def test_dry_run_counts_recipients_deferred_by_quiet_hours_per_channel(brand_a, setup):
     """Two time zones at 13:00 UTC: 22:00 in Tokyo (quiet) and 13:00 in the brand's UTC (not). The
     Tokyo contacts chosen on SMS are counted, on email not; they stay recipients, as the plan says."""
