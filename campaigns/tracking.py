@@ -103,7 +103,9 @@ def with_open_pixel(body_html: str, message_id: int) -> str:
         f'<img src="{settings.PUBLIC_BASE_URL}/o/{open_token(message_id)}.gif" width="1" height="1" alt="" '
         'style="display:block;border:0;width:1px;height:1px">'
     )
-    end = body_html.lower().rfind("</body>")
+    end = body_html.rfind("</body>")  # the brand layout's; any case in a hand-written one
+    if end < 0:
+        end = body_html.lower().rfind("</body>")
     return body_html + pixel if end < 0 else body_html[:end] + pixel + body_html[end:]
 
 

@@ -219,3 +219,20 @@ def test_an_email_sent_through_the_sandbox_has_the_pixel_and_a_tracked_link_that
         ("clicked", str(message.pk), ada.email, TARGET), ("opened", str(message.pk), ada.email, ""),
     ]  # fmt: skip
     assert all(e.provider_message_id == message.provider_message_id != "" for e in events)
+
+
+def test_the_admin_preview_and_test_send_link_straight_to_the_target(client, brand_a, spring, sandbox):
+    from django.urls import reverse
+
+    from marketing_hub.roles import Role
+    from marketing_hub.tests.factories import member
+
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    ada = Contact.objects.create(brand=brand_a, first_name="Ada", phone="+14155550123")
+    url = reverse("admin:campaigns_template_preview", args=[spring.pk])
+    page = client.get(url, {"contact": ada.pk, "channel": "sms"})
+    assert page.status_code == 200 and f"Shop: {TARGET.replace('&', '&amp;')}" in page.content.decode()
+    client.post(url, {"contact": ada.pk, "channel": "sms", "to": "+14155550199",
+                      "account": account(brand_a, "sms", base_url=sandbox.url).pk})  # fmt: skip
+    (sent,) = sandbox.requests
+    assert sent["body"].startswith(f"Shop: {TARGET} ")
