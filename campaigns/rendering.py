@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from .models import TEMPLATE_FIELDS, MessageTemplate, TemplateContent, TemplatePurpose
 from .templating import (
+    TRACK_FUNCTION,
     brand_context,
     contact_context,
     render,
@@ -12,6 +13,7 @@ from .templating import (
     wrap_email_html,
     wrap_email_text,
 )
+from .tracking import Tracker, with_open_pixel
 
 
 class NoContentError(LookupError):
@@ -64,11 +66,22 @@ def content_for(template: MessageTemplate, locale: str) -> TemplateContent:
 
 
 def render_message(
-    *, template: MessageTemplate, channel: str, contact, links: dict[str, str], locale: str | None = None
+    *,
+    template: MessageTemplate,
+    channel: str,
+    contact,
+    links: dict[str, str],
+    locale: str | None = None,
+    message_id: int | None = None,
 ) -> RenderedMessage:
-    """Everything a provider adapter needs for ``contact`` on ``channel``, brand rules applied."""
+    """Everything a provider adapter needs for ``contact`` on ``channel``, brand rules applied.
+
+    With ``message_id`` (a message being sent) ``track()`` gives the hub's tracked links and a
+    marketing email gets the open pixel; without (a preview, a test send) links stay their targets."""
     brand = template.brand
     context = {"contact": contact_context(contact), "brand": brand_context(brand), **links}
+    if message_id is not None:
+        context[TRACK_FUNCTION] = Tracker(message_id)
     wanted_locale = locale or context["contact"]["locale"] or brand.default_locale
     content = content_for(template, wanted_locale)
 
@@ -85,6 +98,8 @@ def render_message(
         if template.use_brand_layout:
             body_html = wrap_email_html(body_html, brand=brand, unsubscribe_url=unsubscribe_url) if body_html else ""
             body_text = wrap_email_text(body_text, brand=brand, unsubscribe_url=unsubscribe_url)
+        if marketing and message_id is not None and body_html:
+            body_html = with_open_pixel(body_html, message_id)
         return RenderedMessage(
             channel=channel,
             locale=content.locale,

@@ -333,7 +333,9 @@ def _outbound(message: _Claimed, account: ChannelAccount, config) -> OutboundMes
             "context": message.context,
         }
         return OutboundMessage(message_id=str(message.pk), to=config.credentials.get("url", ""), payload=payload)
-    rendered = render_message(template=template, channel=message.channel, contact=contact, links=links)
+    rendered = render_message(
+        template=template, channel=message.channel, contact=contact, links=links, message_id=message.pk
+    )
     headers = {}
     if message.channel == "email" and message.marketing:
         headers = {

@@ -11,6 +11,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -19,7 +20,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 CONTACT_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "external_id", "attributes")
 BRAND_FIELDS = ("name", "sender_name", "logo_url", "primary_colour", "secondary_colour", "legal_address")
 LINK_NAMES = ("unsubscribe_url", "preferences_url")
-KNOWN_VARIABLES = frozenset({"contact", "brand", *LINK_NAMES})
+TRACK_FUNCTION = "track"  # {{ track("https://…") }}: a tracked link (campaigns/tracking.py)
+KNOWN_VARIABLES = frozenset({"contact", "brand", *LINK_NAMES, TRACK_FUNCTION})
 UNSUBSCRIBE_VARIABLE = "unsubscribe_url"
 
 
@@ -35,11 +37,13 @@ class _RecordingUndefined(Undefined):
 def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(autoescape=autoescape, undefined=_RecordingUndefined)
     env.filters["default_if_empty"] = lambda value, fallback="": value or fallback
+    # Without a message (the admin's preview and test send) a tracked link is its target itself;
+    # rendering a message puts that message's tracker in the context, which overrides this.
+    env.globals[TRACK_FUNCTION] = trackable_url
     return env
 
 
-_HTML_ENV = _environment(autoescape=True)
-_TEXT_ENV = _environment(autoescape=False)
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 
 
 class TemplateError(ValueError):
@@ -50,6 +54,22 @@ class TemplateError(ValueError):
         self.line = line
         where = f" (line {line})" if line else ""
         super().__init__(f"{message}{where}")
+
+
+def trackable_url(value) -> str:
+    """``value`` if it is an absolute http(s) URL, the only targets a tracked link redirects to."""
+    url = value if isinstance(value, str) else str(value)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc or _URL_FORBIDDEN.search(url):
+        raise TemplateError(f"track() needs an absolute http(s) URL, not {url!r}")
+    return str.__str__(url)  # a plain str (not Markup): HTML mode escapes it like any value
+
+
+_HTML_ENV = _environment(autoescape=True)
+_TEXT_ENV = _environment(autoescape=False)
 
 
 @dataclass
@@ -78,7 +98,29 @@ def check_template(source: str, *, field_name: str = "") -> TemplateCheck:
                     f"{field_name or 'template'}: {node.node.name}.{node.attr} is not a known field "
                     f"(known: {', '.join(allowed)})"
                 )
+    _check_track_calls(parsed, result, field_name)
     return result
+
+
+def _check_track_calls(parsed: nodes.Template, result: TemplateCheck, field_name: str) -> None:
+    """``track`` is called with one URL; a literal one must be an absolute http(s) URL (a value from
+    a contact's attributes is checked when the message renders)."""
+    called = set()
+    for call in parsed.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == TRACK_FUNCTION):
+            continue
+        called.add(id(call.node))
+        if len(call.args) != 1 or call.kwargs or call.dyn_args or call.dyn_kwargs:
+            result.errors.append(TemplateError("track() takes one URL", field=field_name, line=call.lineno))
+        elif isinstance(call.args[0], nodes.Const):
+            try:
+                trackable_url(call.args[0].value)
+            except TemplateError as exc:
+                result.errors.append(TemplateError(str(exc), field=field_name, line=call.lineno))
+    for name in parsed.find_all(nodes.Name):
+        if name.name == TRACK_FUNCTION and name.ctx == "load" and id(name) not in called:
+            where = field_name or "template"
+            result.warnings.append(f'{where}: track is a function: write {{{{ track("https://…") }}}}')
 
 
 def uses_variable(source: str, name: str) -> bool:
@@ -119,6 +161,10 @@ def render(source: str, context: dict, *, html_mode: bool = False, field_name: s
         raise TemplateError(f"template syntax error: {exc.message}", field=field_name, line=exc.lineno) from exc
     except SecurityError as exc:
         raise TemplateError(f"template tried something unsafe: {exc}", field=field_name) from exc
+    except TemplateError as exc:  # track() refusing a URL only known now (a contact's attribute)
+        if exc.field or not field_name:
+            raise
+        raise TemplateError(str(exc), field=field_name) from exc
 
 
 def contact_context(contact) -> dict:

@@ -1,9 +1,10 @@
-"""This app's routes (API under api/, the unsubscribe link), included by marketing_hub/urls.py."""
+"""This app's routes (API under api/, the unsubscribe link, tracked links and the open pixel), included
+by marketing_hub/urls.py."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import api, views
+from . import api, tracking, views
 
 router = DefaultRouter()
 router.register("campaigns", api.CampaignViewSet, basename="campaign")
@@ -12,4 +13,6 @@ router.register("messages", api.MessageViewSet, basename="message")
 urlpatterns = [
     path("api/", include(router.urls)),
     path("u/<str:token>/", views.unsubscribe_view, name="campaigns-unsubscribe"),
+    path("c/<str:token>/", tracking.click_view, name="campaigns-click"),
+    path("o/<str:token>.gif", tracking.open_view, name="campaigns-open"),
 ]
