@@ -1,4 +1,4 @@
-"""This app's routes (API under api/, the unsubscribe link), included by marketing_hub/urls.py."""
+"""This app's routes (API under api/, the unsubscribe and preferences links), included by marketing_hub/urls.py."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
@@ -12,4 +12,5 @@ router.register("messages", api.MessageViewSet, basename="message")
 urlpatterns = [
     path("api/", include(router.urls)),
     path("u/<str:token>/", views.unsubscribe_view, name="campaigns-unsubscribe"),
+    path("p/<str:token>/", views.preferences_view, name="campaigns-preferences"),
 ]
