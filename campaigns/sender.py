@@ -37,6 +37,7 @@ from channels.sms import sms_segments
 from marketing_hub.models import Brand
 
 from .models import (
+    TEMPLATE_FIELDS,
     Campaign,
     CampaignStatus,
     ChannelMode,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 BASE_BACKOFF = 2.0  # seconds; doubled per attempt, with full jitter
 MAX_BACKOFF = 600.0
 UNSUBSCRIBE_SALT = "campaigns.unsubscribe"
+PREFERENCES_SALT = "campaigns.preferences"  # its own salt: an unsubscribe token never opens the preferences page
+PREFERENCES_VARIABLE = "preferences_url"
 # What a claim reads of each contact: the template's variables, and the time zone quiet hours are
 # kept in (rendering picks CONTACT_FIELDS only, so the template context does not change).
 CLAIMED_CONTACT_FIELDS = (*CONTACT_FIELDS, "time_zone")
@@ -66,20 +69,21 @@ def backoff(attempt: int, retry_after: float | None = None) -> float:
 
 
 class _UnsubscribeSigner:
-    """Exactly ``signing.dumps(value, salt=UNSUBSCRIBE_SALT, compress=True)``, cheaper.
+    """Exactly ``signing.dumps(value, salt=salt, compress=compress)``, cheaper.
 
     Django's signer derives its HMAC key (a SHA-256 of salt and secret) and builds a new HMAC on
     every call; here the keyed HMAC is built once per secret and copied per token. Same token
     format, same key, same timestamp: ``signing.loads`` in the unsubscribe view reads it unchanged.
     """
 
-    def __init__(self, secret: str):
-        key = hashlib.sha256(force_bytes(UNSUBSCRIBE_SALT + "signer") + force_bytes(secret)).digest()
+    def __init__(self, secret: str, salt: str = UNSUBSCRIBE_SALT, compress: bool = True):
+        key = hashlib.sha256(force_bytes(salt + "signer") + force_bytes(secret)).digest()
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._compress = compress
 
     def dumps(self, value) -> str:
         data = _compact_json(value).encode("latin-1")
-        compressed = zlib.compress(data)
+        compressed = zlib.compress(data) if self._compress else data
         if len(compressed) < len(data) - 1:
             encoded = "." + signing.b64_encode(compressed).decode()
         else:
@@ -91,8 +95,10 @@ class _UnsubscribeSigner:
 
 
 def _compact_json(value) -> str:
-    """``json.dumps(value, separators=(",", ":"))``; a token's [id, contact id, channel] without the
-    encoder's set-up (a third of a token's cost)."""
+    """``json.dumps(value, separators=(",", ":"))``; a token's [id, contact id, channel] (or a
+    preferences token's [id, contact id]) without the encoder's set-up (a third of a token's cost)."""
+    if isinstance(value, list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return f"[{value[0]},{value[1]}]"
     if (
         isinstance(value, list)
         and len(value) == 3
@@ -106,19 +112,46 @@ def _compact_json(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-@functools.lru_cache(maxsize=4)
-def _signer(secret: str) -> _UnsubscribeSigner:
-    return _UnsubscribeSigner(secret)
+@functools.lru_cache(maxsize=8)
+def _signer(secret: str, salt: str = UNSUBSCRIBE_SALT, compress: bool = True) -> _UnsubscribeSigner:
+    return _UnsubscribeSigner(secret, salt, compress)
 
 
 def unsubscribe_token(message) -> str:
     return _signer(settings.SECRET_KEY).dumps([message.pk, message.contact_id, message.channel])
 
 
+def preferences_token(message) -> str:
+    """The preferences page's token: the message and its contact (the page covers every channel).
+    Not compressed: two numbers hardly shrink, and zlib was a third of the token's cost."""
+    return _signer(settings.SECRET_KEY, PREFERENCES_SALT, False).dumps([message.pk, message.contact_id])
+
+
+def _uses_preferences(template) -> bool:
+    """Whether any content of ``template`` mentions ``preferences_url``; worked out once per template
+    object (the sender's are per batch), so a message whose template never shows the link does not
+    pay for a second token. Without a template, assume it does."""
+    if template is None:
+        return True
+    uses = getattr(template, "_uses_preferences_url", None)
+    if uses is None:
+        sources = (
+            source
+            for content in template.contents.all()
+            for source in (*(getattr(content, name) for name in TEMPLATE_FIELDS), str(content.whatsapp_variables))
+        )
+        uses = any(PREFERENCES_VARIABLE in (source or "") for source in sources)
+        template._uses_preferences_url = uses
+    return uses
+
+
 def links_for(message) -> dict[str, str]:
     token = unsubscribe_token(message)
     base = settings.PUBLIC_BASE_URL
-    return {"unsubscribe_url": f"{base}/u/{token}/", "preferences_url": f"{base}/u/{token}/"}
+    links = {"unsubscribe_url": f"{base}/u/{token}/"}
+    if _uses_preferences(getattr(message, "template", None)):
+        links[PREFERENCES_VARIABLE] = f"{base}/p/{preferences_token(message)}/"
+    return links
 
 
 OUTCOME_FIELDS = [
