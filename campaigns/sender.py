@@ -428,7 +428,8 @@ def send_batch(ids: list[int], now: dt.datetime | None = None) -> dict[str, int]
             batch.append((message, _outbound(message, account, configs.get(account.pk))))
         except (NoContentError, TemplateError, KeyError) as exc:
             message.status, message.error_code = MessageStatus.FAILED, "render_error"
-            message.error_message = str(exc)[:500]
+            field = getattr(exc, "field", "")  # which part of the template, for the marketer
+            message.error_message = (f"{field}: {exc}" if field else str(exc))[:500]
             outcome["failed"] += 1
             updates.append(message)
     failovers: list[_Claimed] = []

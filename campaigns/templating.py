@@ -165,6 +165,8 @@ def render(source: str, context: dict, *, html_mode: bool = False, field_name: s
         if exc.field or not field_name:
             raise
         raise TemplateError(str(exc), field=field_name) from exc
+    except Exception as exc:
+        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}", field=field_name) from exc
 
 
 def contact_context(contact) -> dict:

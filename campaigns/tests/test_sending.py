@@ -144,6 +144,29 @@ def test_permanent_failure_fails_over_to_the_next_channel(brand_a, sandbox):
     assert services.complete_if_done(spring)
 
 
+def test_a_template_failing_at_render_time_fails_its_message_not_the_batch(brand_a, sandbox):
+    """A misspelt function, arithmetic on a text attribute: checks at save time only warn of such
+    names, so a render error must fail that message (render_error) and let the rest of the batch go."""
+    from campaigns.models import TemplateContent
+
+    contact_list, people = contacts(brand_a, 3, consent=("sms",))
+    people[1].attributes = {"orders": "many"}
+    people[1].save()
+    offer = template(brand_a)
+    TemplateContent.objects.filter(template=offer).update(
+        sms_text="Hi {{ contact.first_name }}, {{ (contact.attributes.orders or 0) + 1 }} orders{{ shout() if 0 }}"
+    )
+    sms = account(brand_a, "sms", base_url=sandbox.url)
+    spring = _launch(campaign(brand_a, contact_list, [(sms, offer)]))
+    dispatcher.dispatch(now=timezone.now(), enqueue=_send_inline)
+    statuses = dict(Message.objects.filter(campaign=spring).values_list("contact_id", "status"))
+    assert statuses == {people[0].pk: "sent", people[1].pk: "failed", people[2].pk: "sent"}
+    failed = Message.objects.get(contact=people[1])
+    assert failed.error_code == "render_error" and "sms_text" in failed.error_message
+    assert "TypeError" in failed.error_message
+    assert services.complete_if_done(spring)
+
+
 def test_a_message_whose_contact_was_deleted_while_planning_is_cancelled_not_left_sending(brand_a, sandbox):
     contact_list, people = contacts(brand_a, 5, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
