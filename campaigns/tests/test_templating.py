@@ -69,8 +69,9 @@ def test_rendering_is_exactly_jinjas_own_render(source, html_mode):
 def test_a_failing_template_raises_the_same_error_as_before():
     with pytest.raises(TemplateError, match="unsafe"):
         render("{{ contact.attributes.__setitem__('x', 1) }}", {"contact": CONTACT})
-    with pytest.raises(ZeroDivisionError):
-        render("{{ 1 / 0 }}", {})
+    with pytest.raises(TemplateError, match="ZeroDivisionError") as caught:  # a TemplateError, the cause kept
+        render("{{ 1 / 0 }}", {}, field_name="sms_text")
+    assert isinstance(caught.value.__cause__, ZeroDivisionError) and caught.value.field == "sms_text"
 
 
 def test_syntax_errors_name_the_line():
