@@ -1,6 +1,7 @@
 import json
 import time
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.db.models import Count, Q
@@ -27,7 +28,7 @@ from .models import (
     Variant,
 )
 from .planner import PlanningError
-from .templating import SMS_VARIABLE_WIDTH, sms_estimate_text
+from .templating import SMS_TRACKED_URL, SMS_VARIABLE_WIDTH, sms_estimate_text
 
 
 class TemplateContentInline(admin.StackedInline):
@@ -60,6 +61,8 @@ def _sms_counter_config(request) -> dict:
         "basic": "".join(sorted(GSM7_BASIC)),
         "extension": "".join(sorted(GSM7_EXTENSION)),
         "variableWidth": SMS_VARIABLE_WIDTH,
+        "trackedUrl": SMS_TRACKED_URL,
+        "baseLength": len(settings.PUBLIC_BASE_URL),
         "suffixes": {
             str(pk): suffix for pk, suffix in brands_for_user(request.user).values_list("pk", "sms_opt_out_suffix")
         },

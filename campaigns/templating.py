@@ -215,16 +215,32 @@ def with_sms_opt_out(text: str, *, brand) -> str:
 
 
 SMS_VARIABLE_WIDTH = 10  # characters an SMS estimate counts for each {{ variable }} (a first name, a code)
+SMS_TRACKED_URL = 40  # the target an estimate assumes for a track() whose URL is not written out
+_SMS_TRACK_LITERAL = re.compile(r"""\{\{\s*track\(\s*(["'])(.*?)\1\s*\)\s*\}\}""", re.DOTALL)
+_SMS_TRACK = re.compile(r"\{\{\s*track\(.*?\)\s*\}\}", re.DOTALL)
 _SMS_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _SMS_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
+def tracked_link_width(url_length: int, base_length: int) -> int:
+    """At least the length of ``{base}/c/<token>/`` for a target of ``url_length`` characters: the
+    token is the message id and the URL as base64 JSON (4/3 of ~16 + the URL) and a 43-character
+    signature (a few characters over the real length, never under it)."""
+    return base_length + 4 + -(-(url_length + 16) * 4 // 3) + 44
+
+
 def sms_estimate_text(source: str, *, brand) -> str:
     """An SMS template as a recipient would roughly get it, for counting before any contact is chosen:
-    each ``{{ … }}`` counted as ``SMS_VARIABLE_WIDTH`` plain letters, tags and comments dropped, the
-    brand's opt-out suffix appended. The admin's live counter (static/campaigns/sms_counter.js) does
-    exactly this in the browser; a test holds the two to the same figures."""
-    text = _SMS_TAG.sub("", _SMS_EXPRESSION.sub("x" * SMS_VARIABLE_WIDTH, source))
+    a ``{{ track("…") }}`` counted as its tracked link's length, any other ``{{ … }}`` as
+    ``SMS_VARIABLE_WIDTH`` plain letters, tags and comments dropped, the brand's opt-out suffix
+    appended. The admin's live counter (static/campaigns/sms_counter.js) does exactly this in the
+    browser; a test holds the two to the same figures."""
+    from django.conf import settings
+
+    base = len(settings.PUBLIC_BASE_URL)
+    text = _SMS_TRACK_LITERAL.sub(lambda m: "x" * tracked_link_width(len(m.group(2)), base), source)
+    text = _SMS_TRACK.sub("x" * tracked_link_width(SMS_TRACKED_URL, base), text)
+    text = _SMS_TAG.sub("", _SMS_EXPRESSION.sub("x" * SMS_VARIABLE_WIDTH, text))
     return with_sms_opt_out(text, brand=brand)
 
 

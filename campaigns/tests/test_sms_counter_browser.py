@@ -25,6 +25,8 @@ TEXTS = [
     "Emoji 🎉 count twice in UTF-16 " + "b" * 40,
     "Already says reply stop to OPT OUT   ",
     "Line one\nline two\r\nand a trailing space   ",
+    'Spring sale: {{ track("https://shop.example/spring?utm_source=sms") }}',
+    "Your link: {{ track(contact.attributes.site) }} and {{ track('https://x.io/') }}",
 ]
 
 
@@ -42,5 +44,6 @@ def test_live_counter_matches_the_servers_count(live_server, page, screenshot, b
         expected = sms_segments(sms_estimate_text(text, brand=brand_a))
         shown = (counter.get_attribute("data-encoding"), int(counter.get_attribute("data-segments")))
         assert shown == expected, text
+    page.fill("#id_contents-0-sms_text", "Hi")
     assert counter.inner_text().startswith("GSM-7 · 1 segment · ")
     screenshot(page, "admin-template-sms-counter")

@@ -236,3 +236,22 @@ def test_the_admin_preview_and_test_send_link_straight_to_the_target(client, bra
                       "account": account(brand_a, "sms", base_url=sandbox.url).pk})  # fmt: skip
     (sent,) = sandbox.requests
     assert sent["body"].startswith(f"Shop: {TARGET} ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://x.io/", "https://shop.example/spring", "https://shop.example.com/spring-sale?utm_source=sms&utm_campaign=s",
+     "https://brand.example/p/8f3a9c2e7b1d4f60?utm_source=newsletter&utm_medium=sms&utm_campaign=spring_sale_2026&utm_content=b"],
+)  # fmt: skip
+def test_an_sms_estimate_counts_a_tracked_link_at_its_length_never_under(url, settings):
+    """An SMS counter that took a tracked link for ten letters would promise one segment and bill three."""
+    from campaigns.templating import tracked_link_width
+    from campaigns.tracking import Tracker
+
+    settings.PUBLIC_BASE_URL = "https://hub.example.com"
+    real = len(Tracker(987654321)(url))
+    estimate = tracked_link_width(len(url), len(settings.PUBLIC_BASE_URL))
+    assert real <= estimate <= real * 1.1 + 6
+    # A repetitive URL compresses in the token: the estimate stays an upper bound.
+    repetitive = "https://brand.example/" + "long/" * 40
+    assert len(Tracker(987654321)(repetitive)) <= tracked_link_width(len(repetitive), len(settings.PUBLIC_BASE_URL))

@@ -2,15 +2,24 @@
  *
  * The same rules as channels/sms.py (GSM-7: 160 characters, 153 a segment once split, the extension
  * table's characters taking two; anything else UCS-2: 70, or 67 a segment, in UTF-16 code units) on
- * the same text as campaigns.templating.sms_estimate_text (each {{ variable }} counted as a fixed
- * number of letters, tags dropped, the chosen brand's opt-out suffix appended). The sets, the width
+ * the same text as campaigns.templating.sms_estimate_text (a {{ track("…") }} as its tracked link's
+ * length, each other {{ variable }} as a fixed number of letters, tags dropped, the chosen brand's
+ * opt-out suffix appended). The sets, the width
  * and the brands' suffixes come from the server in the box's data-sms-config attribute.
  */
 (function () {
   "use strict";
 
+  function trackedWidth(urlLength, config) { // campaigns.templating.tracked_link_width
+    return config.baseLength + 4 + Math.ceil((urlLength + 16) * 4 / 3) + 44;
+  }
+
   function estimateText(source, config) {
     var text = source
+      .replace(/\{\{\s*track\(\s*(["'])([\s\S]*?)\1\s*\)\s*\}\}/g, function (match, quote, url) {
+        return "x".repeat(trackedWidth(url.length, config));
+      })
+      .replace(/\{\{\s*track\([\s\S]*?\)\s*\}\}/g, "x".repeat(trackedWidth(config.trackedUrl, config)))
       .replace(/\{\{[\s\S]*?\}\}/g, "x".repeat(config.variableWidth))
       .replace(/\{%[\s\S]*?%\}|\{#[\s\S]*?#\}/g, "");
     var brand = document.getElementById("id_brand");
