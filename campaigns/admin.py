@@ -128,7 +128,8 @@ class MessageTemplateAdmin(BrandScopedModelAdmin):
         rendered, error, sms = None, "", None
         if contact is not None:
             try:
-                links = {"unsubscribe_url": "https://example.invalid/u/preview/"}
+                links = {"unsubscribe_url": "https://example.invalid/u/preview/",
+                         "preferences_url": "https://example.invalid/p/preview/"}  # fmt: skip
                 rendered = render_message(template=template, channel=channel, contact=contact, links=links,
                                           locale=locale)  # fmt: skip
                 if channel == "sms":

@@ -68,3 +68,18 @@ def test_preview_of_another_brands_template_is_404(client, brand_a, brand_b):
     client.force_login(member(brand_a, Role.MARKETER, username="m"))
     theirs = template(brand_b)
     assert client.get(reverse("admin:campaigns_template_preview", args=[theirs.pk])).status_code == 404
+
+
+def test_preview_shows_where_the_preferences_link_goes(client, brand_a):
+    from audiences.models import Contact
+    from campaigns.models import TemplateContent
+    from campaigns.tests.factories import template
+
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    offer = template(brand_a)
+    TemplateContent.objects.filter(template=offer).update(sms_text="Choose what you get: {{ preferences_url }}")
+    ann = Contact.objects.create(brand=brand_a, first_name="Ann", phone="+14155550123")
+    page = client.get(
+        reverse("admin:campaigns_template_preview", args=[offer.pk]), {"contact": ann.pk, "channel": "sms"}
+    )
+    assert "Choose what you get: https://example.invalid/p/preview/" in page.content.decode()
