@@ -1,5 +1,7 @@
 """Building blocks for campaign tests: contacts with consent, accounts, templates, campaigns."""
 
+from contextlib import contextmanager
+
 from django.utils import timezone
 
 from audiences.models import Consent, Contact, ContactList, ListMembership
@@ -83,3 +85,38 @@ def campaign(brand, contact_list, steps, **fields) -> Campaign:
     for position, (acc, tpl) in enumerate(steps):
         CampaignChannel.objects.create(campaign=created, position=position, account=acc, template=tpl)
     return created
+
+
+def send_inline(channel, ids):
+    """An ``enqueue`` for ``dispatcher.dispatch``: each claimed batch sent in this process, at once."""
+    from campaigns import sender
+
+    sender.send_batch(ids)
+
+
+def launched(created: Campaign) -> Campaign:
+    from campaigns import services
+
+    services.launch(created, "test")
+    created.refresh_from_db()
+    return created
+
+
+@contextmanager
+def update_plans(matches):
+    """EXPLAIN (sequential scans off, as on a table too big to scan) of each UPDATE run inside the block
+    whose SQL ``matches``: the list fills as they run. Which index a statement would use at scale."""
+    from django.db import connection
+
+    plans: list[str] = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and matches(sql):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        yield plans

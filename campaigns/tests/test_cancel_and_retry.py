@@ -9,24 +9,14 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from campaigns import dispatcher, sender, services
 from campaigns.models import Campaign, Message
-from campaigns.tests.factories import account, campaign, contacts, template
+from campaigns.tests.factories import account, campaign, contacts, launched, send_inline, template, update_plans
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _send_inline(channel, ids):
-    sender.send_batch(ids)
-
-
-def _launch(spring):
-    services.launch(spring, "test")
-    spring.refresh_from_db()
-    return spring
 
 
 def _statuses(campaign_obj) -> set[str]:
@@ -40,7 +30,7 @@ def _send_while_cancelling(spring) -> None:
 
     def send():
         try:
-            dispatcher.dispatch(enqueue=_send_inline)
+            dispatcher.dispatch(enqueue=send_inline)
         finally:
             connections.close_all()
             done.set()
@@ -60,7 +50,7 @@ def _send_while_cancelling(spring) -> None:
 def test_a_retry_written_after_the_campaign_was_cancelled_is_cancelled_not_left_pending(brand_a, sandbox):
     contact_list, _ = contacts(brand_a, 3, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     sandbox.configure(rate_429=1.0, latency_ms=1000)
     _send_while_cancelling(spring)
     assert _statuses(spring) == {"cancelled"}
@@ -75,11 +65,11 @@ def test_no_failover_is_planned_for_a_campaign_cancelled_while_its_batch_was_at_
     sms = account(brand_a, "sms", base_url=sandbox.url)
     email = account(brand_a, "email", base_url=sandbox.url)
     offer = template(brand_a)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    spring = launched(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
     sandbox.configure(latency_ms=1000)
     _send_while_cancelling(spring)
     assert set(Message.objects.filter(campaign=spring).values_list("channel", "status")) == {("sms", "failed")}
-    dispatcher.dispatch(enqueue=_send_inline)
+    dispatcher.dispatch(enqueue=send_inline)
     assert sandbox.counts == {}
 
 
@@ -89,7 +79,7 @@ def test_a_retry_written_while_a_cancel_commits_waits_for_it_and_is_cancelled(br
     then writes 'cancelled'; reading the campaign as still running, it wrote 'pending' for ever."""
     contact_list, _ = contacts(brand_a, 1, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     ids = list(Message.objects.filter(campaign=spring).values_list("id", flat=True))
     Message.objects.filter(pk__in=ids).update(status="queued")
     (claimed,) = sender._claim(ids)  # now 'sending', at the provider
@@ -134,8 +124,8 @@ def test_reconcile_sweeps_what_races_left_pending_or_queued_in_stopped_campaigns
     contact_list, _ = contacts(brand_a, 6, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url)
     offer = template(brand_a)
-    stopped = _launch(campaign(brand_a, contact_list, [(sms, offer)], name="Stopped"))
-    live = _launch(campaign(brand_a, contact_list, [(sms, offer)], name="Live"))
+    stopped = launched(campaign(brand_a, contact_list, [(sms, offer)], name="Stopped"))
+    live = launched(campaign(brand_a, contact_list, [(sms, offer)], name="Live"))
     services.cancel(stopped, "test")
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.SEND_STALE_QUEUED_SECONDS + 1)
@@ -155,7 +145,7 @@ def test_reconcile_sweeps_what_races_left_pending_or_queued_in_stopped_campaigns
 
 def test_a_stale_queued_message_of_a_campaign_stopped_long_ago_is_cancelled_not_requeued(brand_a, settings):
     contact_list, _ = contacts(brand_a, 2, consent=("sms",))
-    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
     services.cancel(spring, "test")
     long_ago = timezone.now() - dispatcher.SWEEP_HORIZON - dt.timedelta(hours=1)
     Campaign.objects.filter(pk=spring.pk).update(updated_at=long_ago)
@@ -167,21 +157,11 @@ def test_a_stale_queued_message_of_a_campaign_stopped_long_ago_is_cancelled_not_
 def test_the_sweep_looks_up_stopped_campaigns_in_the_campaign_status_index(brand_a):
     """Beat reconciles every tick: the sweep must not read every pending message of the hub."""
     contact_list, _ = contacts(brand_a, 3, consent=("sms",))
-    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(account(brand_a, "sms"), template(brand_a))]))
     services.cancel(spring, "test")
-    plans = []
-
-    def explain(execute, sql, params, many, context):
-        if sql.startswith("UPDATE") and '"campaign_id" = ANY' in sql:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_seqscan = off")
-                cursor.execute("EXPLAIN " + sql, params)
-                plans.append("\n".join(row[0] for row in cursor.fetchall()))
-        return execute(sql, params, many, context)
-
     from django.db import transaction
 
-    with transaction.atomic(), connection.execute_wrapper(explain):
+    with transaction.atomic(), update_plans(lambda sql: '"campaign_id" = ANY' in sql) as plans:
         dispatcher.sweep_stopped(timezone.now())
     assert len(plans) == 1 and "message_campaign_status" in plans[0], plans
 
@@ -215,19 +195,19 @@ def test_a_429_is_retried_no_earlier_than_retry_after_then_fails_as_retries_exha
     sms = account(brand_a, "sms", base_url=sandbox.url)
     email = account(brand_a, "email", base_url=sandbox.url)
     offer = template(brand_a)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    spring = launched(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
     clock = timezone.now()
     for attempt in (1, 2):
-        assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 2
+        assert dispatcher.dispatch(now=clock, enqueue=send_inline) == 2
         retries = list(_due_retries(spring).values("attempts", "error_code", "send_after", "updated_at"))
         assert [(r["attempts"], r["error_code"]) for r in retries] == [(attempt, "20429")] * 2
         # The retry waits at least what the provider's Retry-After asked for...
         assert all(r["send_after"] - r["updated_at"] >= dt.timedelta(seconds=30) for r in retries)
         # ...and is not claimed a moment before it is due.
         first_due = min(r["send_after"] for r in retries)
-        assert dispatcher.dispatch(now=first_due - dt.timedelta(seconds=1), enqueue=_send_inline) == 0
+        assert dispatcher.dispatch(now=first_due - dt.timedelta(seconds=1), enqueue=send_inline) == 0
         clock = max(r["send_after"] for r in retries)
-    assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 2
+    assert dispatcher.dispatch(now=clock, enqueue=send_inline) == 2
     failed = list(Message.objects.filter(campaign=spring).values_list("channel", "status", "attempts", "error_code"))
     assert sorted(failed) == [("sms", "failed", 3, "20429")] * 2  # no email planned: transient is no failover
     assert all(
@@ -242,12 +222,12 @@ def test_a_5xx_without_retry_after_backs_off_within_the_attempts_exponential_bou
     settings.SEND_MAX_ATTEMPTS = 20
     sandbox.configure(rate_5xx=1.0)
     contact_list, _ = contacts(brand_a, 20, consent=("sms",))
-    spring = _launch(campaign(brand_a, contact_list, [(account(brand_a, "sms", base_url=sandbox.url),
+    spring = launched(campaign(brand_a, contact_list, [(account(brand_a, "sms", base_url=sandbox.url),
                                                        template(brand_a))]))  # fmt: skip
     clock = timezone.now()
     longest = []
     for attempt in range(1, 8):
-        assert dispatcher.dispatch(now=clock, enqueue=_send_inline) == 20
+        assert dispatcher.dispatch(now=clock, enqueue=send_inline) == 20
         delays = [
             (r["send_after"] - r["updated_at"]).total_seconds()
             for r in _due_retries(spring).values("send_after", "updated_at")
@@ -269,7 +249,7 @@ def _one_of_each(brand_a):
     for status in ("draft", "scheduled", "running", "paused", "completed", "cancelled"):
         made[status] = campaign(brand_a, contact_list, [(sms, offer)], name=status.title())
         if status != "draft":
-            _launch(made[status])  # planned: its messages are what a delete would take with it
+            launched(made[status])  # planned: its messages are what a delete would take with it
             Campaign.objects.filter(pk=made[status].pk).update(status=status)
     return made
 
@@ -318,7 +298,7 @@ def test_the_daily_cap_counts_the_brands_local_day_as_the_quotas_do(brand_a):
     brand_a.time_zone = "America/New_York"  # UTC-5 in January
     brand_a.save()
     contact_list, _ = contacts(brand_a, 40, consent=("email",))
-    capped = _launch(campaign(brand_a, contact_list, [(account(brand_a, "email"), template(brand_a))], daily_cap=15))
+    capped = launched(campaign(brand_a, contact_list, [(account(brand_a, "email"), template(brand_a))], daily_cap=15))
     year = timezone.now().year + 1
     utc = dt.UTC
     claimed: list[int] = []

@@ -11,7 +11,7 @@ from audiences.services import segment_members
 from campaigns import services
 from campaigns.models import Message, Send, Variant
 from campaigns.tasks import run_occurrence
-from campaigns.tests.factories import account, campaign, contacts, template
+from campaigns.tests.factories import account, campaign, contacts, template, update_plans
 from channels.models import ProviderEvent
 
 
@@ -207,17 +207,7 @@ def test_the_reconciler_finds_stale_in_flight_messages_without_scanning_every_me
 
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL plans")
-    plans = []
-
-    def explain(execute, sql, params, many, context):
-        if sql.startswith("UPDATE") and "campaigns_message" in sql:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_seqscan = off")
-                cursor.execute("EXPLAIN " + sql, params)
-                plans.append("\n".join(row[0] for row in cursor.fetchall()))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(explain):
+    with update_plans(lambda sql: "campaigns_message" in sql) as plans:
         reconcile()
     assert len(plans) == 3  # stale queued of stopped campaigns, the other stale queued, stale sending
     assert all("message_in_flight" in plan for plan in plans), plans

@@ -17,19 +17,9 @@ from audiences.services import consent_set_by_address, suppression_add
 from campaigns import dispatcher, sender, services
 from campaigns.models import Message
 from campaigns.planner import dry_run
-from campaigns.tests.factories import account, campaign, contacts, template
+from campaigns.tests.factories import account, campaign, contacts, launched, send_inline, template
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _send_inline(channel, ids):
-    sender.send_batch(ids)
-
-
-def _launch(spring):
-    services.launch(spring, "test")
-    spring.refresh_from_db()
-    return spring
 
 
 def _open(campaign_obj) -> int:
@@ -42,14 +32,14 @@ def test_whatsapp_quota_of_250_a_day_takes_40_days_exactly_250_each_day_none_twi
                        rate_per_second=1000)  # fmt: skip
     spring = campaign(brand_a, contact_list, [(whatsapp, template(brand_a))])
     assert dry_run(spring)["eta_days"] == 40
-    _launch(spring)
+    launched(spring)
     start = timezone.now()
     per_day = []
     for day in range(45):
         now = start + dt.timedelta(days=day, seconds=day)
         before = len(sandbox.requests)
         for _ in range(3):  # several ticks a day: the quota, not the tick, is the limit
-            dispatcher.dispatch(now=now + dt.timedelta(minutes=_), enqueue=_send_inline)
+            dispatcher.dispatch(now=now + dt.timedelta(minutes=_), enqueue=send_inline)
         per_day.append(len(sandbox.requests) - before)
         if not _open(spring):
             break
@@ -64,14 +54,14 @@ def test_two_campaigns_share_an_account_quota_by_priority(brand_a, sandbox):
     list_b, _ = contacts(brand_a, 300, consent=("whatsapp",), list_name="B", start=300)
     whatsapp = account(brand_a, "whatsapp", base_url=sandbox.url, daily_quota=250, quota_window="rolling_24h")
     offer = template(brand_a)
-    high = _launch(campaign(brand_a, list_a, [(whatsapp, offer)], name="High", priority=8))
-    low = _launch(campaign(brand_a, list_b, [(whatsapp, offer)], name="Low", priority=3))
+    high = launched(campaign(brand_a, list_a, [(whatsapp, offer)], name="High", priority=8))
+    low = launched(campaign(brand_a, list_b, [(whatsapp, offer)], name="Low", priority=3))
     start = timezone.now()
     sent = []
     for day in range(3):
         now = start + dt.timedelta(days=day, seconds=day)
-        dispatcher.dispatch(now=now, enqueue=_send_inline)
-        dispatcher.dispatch(now=now + dt.timedelta(seconds=5), enqueue=_send_inline)
+        dispatcher.dispatch(now=now, enqueue=send_inline)
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=5), enqueue=send_inline)
         sent.append(
             (
                 Message.objects.filter(campaign=high, status="sent").count(),
@@ -84,9 +74,9 @@ def test_two_campaigns_share_an_account_quota_by_priority(brand_a, sandbox):
 def test_stop_arriving_mid_campaign_stops_that_contact_on_that_channel(brand_a, sandbox):
     contact_list, people = contacts(brand_a, 30, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
-    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     now = timezone.now()
-    dispatcher.dispatch(now=now, enqueue=_send_inline)  # 10 go out in the first second
+    dispatcher.dispatch(now=now, enqueue=send_inline)  # 10 go out in the first second
     assert len(sandbox.requests) == 10
     stopper = next(p for p in people if p.phone not in sandbox.counts)
     # What the inbound STOP handler does (channels.webhooks): suppression + consent, at once.
@@ -96,7 +86,7 @@ def test_stop_arriving_mid_campaign_stops_that_contact_on_that_channel(brand_a, 
     Message.objects.filter(contact=stopper).update(status="queued")
     sender.send_batch(list(Message.objects.filter(contact=stopper).values_list("id", flat=True)))
     for second in range(1, 5):
-        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=_send_inline)
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=send_inline)
     assert stopper.phone not in sandbox.counts
     assert len(sandbox.requests) == 29
     stopped = Message.objects.get(contact=stopper)
@@ -109,10 +99,10 @@ def test_injected_429_and_5xx_everything_delivered_never_above_the_rate(brand_a,
     sandbox.configure(rate_429=0.1, rate_5xx=0.1, retry_after=1)
     contact_list, _ = contacts(brand_a, 200, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=20)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     clock = timezone.now()
     for _ in range(400):  # fake seconds, at least one per round
-        queued = dispatcher.dispatch(now=clock, enqueue=_send_inline)
+        queued = dispatcher.dispatch(now=clock, enqueue=send_inline)
         assert queued <= 20, "more than the account's rate claimed in one second"
         if not _open(spring):
             break
@@ -133,10 +123,10 @@ def test_permanent_failure_fails_over_to_the_next_channel(brand_a, sandbox):
     sms = account(brand_a, "sms", base_url=sandbox.url)
     email = account(brand_a, "email", base_url=sandbox.url)
     offer = template(brand_a)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
+    spring = launched(campaign(brand_a, contact_list, [(sms, offer), (email, offer)], channel_mode="failover"))
     now = timezone.now()
     for second in range(3):
-        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=_send_inline)
+        dispatcher.dispatch(now=now + dt.timedelta(seconds=second), enqueue=send_inline)
     failed = Message.objects.get(contact=people[0], channel="sms")
     assert (failed.status, failed.error_code) == ("failed", "21211")
     assert Message.objects.get(contact=people[0], channel="email").status == "sent"
@@ -157,8 +147,8 @@ def test_a_template_failing_at_render_time_fails_its_message_not_the_batch(brand
         sms_text="Hi {{ contact.first_name }}, {{ (contact.attributes.orders or 0) + 1 }} orders{{ shout() if 0 }}"
     )
     sms = account(brand_a, "sms", base_url=sandbox.url)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, offer)]))
-    dispatcher.dispatch(now=timezone.now(), enqueue=_send_inline)
+    spring = launched(campaign(brand_a, contact_list, [(sms, offer)]))
+    dispatcher.dispatch(now=timezone.now(), enqueue=send_inline)
     statuses = dict(Message.objects.filter(campaign=spring).values_list("contact_id", "status"))
     assert statuses == {people[0].pk: "sent", people[1].pk: "failed", people[2].pk: "sent"}
     failed = Message.objects.get(contact=people[1])
@@ -170,7 +160,7 @@ def test_a_template_failing_at_render_time_fails_its_message_not_the_batch(brand
 def test_a_message_whose_contact_was_deleted_while_planning_is_cancelled_not_left_sending(brand_a, sandbox):
     contact_list, people = contacts(brand_a, 5, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     gone = people[0]
     # What a deletion committed while the plan was being written leaves behind: Django's cascade ran
     # before the message existed, and Message.contact is not a database constraint.
@@ -178,7 +168,7 @@ def test_a_message_whose_contact_was_deleted_while_planning_is_cancelled_not_lef
         for table in ("audiences_consent", "audiences_consentevent", "audiences_listmembership"):
             cursor.execute(f"DELETE FROM {table} WHERE contact_id = %s", [gone.pk])
         cursor.execute("DELETE FROM audiences_contact WHERE id = %s", [gone.pk])
-    dispatcher.dispatch(now=timezone.now(), enqueue=_send_inline)
+    dispatcher.dispatch(now=timezone.now(), enqueue=send_inline)
     orphan = Message.objects.get(contact_id=gone.pk)
     assert (orphan.status, orphan.error_code) == ("cancelled", "contact_deleted")
     assert len(sandbox.requests) == 4 and gone.phone not in sandbox.counts
@@ -188,17 +178,17 @@ def test_a_message_whose_contact_was_deleted_while_planning_is_cancelled_not_lef
 def test_pause_stops_claims_and_cancel_cancels_the_rest(brand_a, sandbox):
     contact_list, _ = contacts(brand_a, 30, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     now = timezone.now()
-    dispatcher.dispatch(now=now, enqueue=_send_inline)
+    dispatcher.dispatch(now=now, enqueue=send_inline)
     services.pause(spring, "test")
-    dispatcher.dispatch(now=now + dt.timedelta(seconds=2), enqueue=_send_inline)
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=2), enqueue=send_inline)
     assert len(sandbox.requests) == 10
     services.resume(spring, "test")
-    dispatcher.dispatch(now=now + dt.timedelta(seconds=4), enqueue=_send_inline)
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=4), enqueue=send_inline)
     assert len(sandbox.requests) == 20
     assert services.cancel(spring, "test") == 10
-    dispatcher.dispatch(now=now + dt.timedelta(seconds=6), enqueue=_send_inline)
+    dispatcher.dispatch(now=now + dt.timedelta(seconds=6), enqueue=send_inline)
     assert len(sandbox.requests) == 20
     progress = services.progress(spring)
     assert progress["by_status"] == {"sent": 20, "cancelled": 10} and progress["percent"] == 100.0
@@ -214,7 +204,7 @@ def test_transactional_api_is_idempotent_and_respects_unsubscribe(brand_a, sandb
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]
     assert key_client.post("/api/messages/", body, format="json").status_code == 400  # no key
-    dispatcher.dispatch(enqueue=_send_inline)
+    dispatcher.dispatch(enqueue=send_inline)
     assert sandbox.counts[people[0].email] == 1
     consent_set_by_address(brand_a, "email", people[1].email, "unsubscribed", "test")
     refused = key_client.post("/api/messages/", {**body, "contact": people[1].pk}, format="json",
@@ -242,7 +232,7 @@ def test_a_claim_that_fills_the_rate_window_says_when_it_frees_instead_of_asking
     filled it would only find no capacity (the hub's CPU at a limit of 100/s)."""
     contact_list, _ = contacts(brand_a, 30, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
-    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     report: dict = {}
     assert dispatcher.dispatch(enqueue=lambda _channel, _ids: None, report=report) == 10
     assert "again" not in report and 0.9 < report["free_in"] <= 1.0
@@ -255,7 +245,7 @@ def test_a_full_rate_window_reports_when_it_frees_at_the_clock_its_capacity_was_
 
     contact_list, _ = contacts(brand_a, 30, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url, rate_per_second=10)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     filled = timezone.now() - dt.timedelta(seconds=2)  # a window filled two seconds ago...
     Message.objects.filter(campaign=spring).update(send_after=filled - dt.timedelta(seconds=1))
     assert len(ratelimit.acquire(sms, [f"x{i}" for i in range(10)], now=filled)) == 10
@@ -268,7 +258,7 @@ def test_a_full_rate_window_reports_when_it_frees_at_the_clock_its_capacity_was_
 def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(brand_a, sandbox, monkeypatch):
     contact_list, _ = contacts(brand_a, 30, consent=("email",))
     email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
-    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    launched(campaign(brand_a, contact_list, [(email, template(brand_a))]))
     monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 20)
     monkeypatch.setattr(dispatcher, "LARGE_BATCH_CHUNKS", 1)  # SendGrid's batches: one chunk a round here
     report: dict = {}
@@ -282,7 +272,7 @@ def test_an_account_with_more_due_than_one_claim_asks_for_another_round_at_once(
 def test_an_account_with_batches_of_a_thousand_claims_several_batches_a_round(brand_a, sandbox, monkeypatch):
     contact_list, _ = contacts(brand_a, 30, consent=("email",))
     email = account(brand_a, "email", base_url=sandbox.url, rate_per_second=1_000_000)
-    _launch(campaign(brand_a, contact_list, [(email, template(brand_a))]))
+    launched(campaign(brand_a, contact_list, [(email, template(brand_a))]))
     monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 10)
     batches = []
     report: dict = {}
@@ -297,7 +287,7 @@ def test_outcomes_are_written_exactly_whatever_their_text(brand_a, sandbox):
 
     contact_list, _ = contacts(brand_a, 3, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     ids = list(Message.objects.filter(campaign=spring).order_by("id").values_list("id", flat=True))
     Message.objects.filter(pk__in=ids).update(status="queued")
     claimed = sender._claim(ids)
@@ -332,7 +322,7 @@ def test_a_claim_reads_in_its_one_statement_exactly_what_the_orm_reads(brand_a):
     spring = campaign(brand_a, contact_list, [(email, template(brand_a))])
     Variant.objects.create(campaign=spring, name="A", weight=50, template=template(brand_a, name="Variant A"))
     Variant.objects.create(campaign=spring, name="B", weight=50)
-    _launch(spring)
+    launched(spring)
     messages = Message.objects.filter(campaign=spring).order_by("id")
     messages.filter(contact=people[1]).update(context={"coupon": "SPRING", "nested": {"x": None}})
     type(people[0]).objects.filter(pk=people[0].pk).update(time_zone="Asia/Tokyo")  # quiet hours' clock
@@ -367,7 +357,7 @@ def test_a_claim_reads_the_messages_it_takes_not_every_pending_message_of_the_ac
 
     contact_list, _ = contacts(brand_a, 300, consent=("sms",))
     sms = account(brand_a, "sms")
-    _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE campaigns_message")
     with transaction.atomic(), connection.cursor() as cursor:
@@ -407,7 +397,7 @@ def test_a_retry_due_inside_quiet_hours_waits_for_their_end_and_goes_out_then(br
     settings.SEND_MAX_ATTEMPTS = 5
     contact_list, people = contacts(brand_a, 1, consent=("sms",))
     sms = account(brand_a, "sms", base_url=sandbox.url)
-    spring = _launch(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
+    spring = launched(campaign(brand_a, contact_list, [(sms, template(brand_a))]))
     _quiet_nights(brand_a)
     sandbox.configure(rate_429=1.0, retry_after=120)
     evening = _tomorrow_at(20, 59)
@@ -433,7 +423,7 @@ def test_a_failover_sms_planned_inside_quiet_hours_waits_for_their_end(brand_a, 
     telegram = account(brand_a, "telegram", base_url=sandbox.url)
     sms = account(brand_a, "sms", base_url=sandbox.url)
     offer = template(brand_a)
-    spring = _launch(campaign(brand_a, contact_list, [(telegram, offer), (sms, offer)], channel_mode="failover"))
+    spring = launched(campaign(brand_a, contact_list, [(telegram, offer), (sms, offer)], channel_mode="failover"))
     _quiet_nights(brand_a)
     night = _tomorrow_at(23)
     _dispatch_at(night)  # Telegram is not quiet: tried at 23:00, blocked, SMS planned for now
