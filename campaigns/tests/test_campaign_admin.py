@@ -110,3 +110,19 @@ def test_a_user_of_another_brand_neither_sees_nor_moves_the_campaign(client, bra
     assert set(Message.objects.filter(campaign=spring).values_list("status", flat=True)) == {
         "sent", "failed", "skipped"
     }  # fmt: skip
+
+
+def test_the_list_counts_the_messages_of_the_campaigns_it_shows_and_no_others(client, brand_a, spring):
+    """The list's counts come from one query over the shown campaigns' messages: joining every campaign
+    to its messages in the list's own query read the whole message table on every visit."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(member(brand_a, Role.MARKETER, username="m"))
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get(reverse(CHANGELIST)).content.decode()
+    assert "<small>10 / 10</small>" in html  # every message of the fixture is final: sent, failed, skipped
+    reading_messages = [q["sql"] for q in queries.captured_queries if '"campaigns_message"' in q["sql"]]
+    assert reading_messages, "the counts were not read"
+    assert not any('JOIN "campaigns_message"' in sql for sql in reading_messages), reading_messages
+    assert all(f'"campaign_id" IN ({spring.pk})' in sql for sql in reading_messages), reading_messages
