@@ -9,7 +9,6 @@ A campaign larger than a day's quota simply stays pending until the quota frees 
 
 import datetime as dt
 import logging
-import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
@@ -20,6 +19,7 @@ from django.utils import timezone
 from channels import ratelimit
 from channels.models import ChannelAccount
 from channels.providers import ADAPTERS
+from channels.ratelimit import local_day
 
 from .models import Campaign, CampaignStatus, Message, MessageStatus, SkipReason
 from .planner import expected_cost
@@ -57,18 +57,6 @@ def _campaign_allowance(now: dt.datetime) -> dict[int, int]:
             left = min(left, _budget_allowance(campaign, now))
         allowance[campaign.pk] = left
     return allowance
-
-
-def local_day(now: dt.datetime, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
-    """The day of ``now`` in the brand's time zone, as [start, end): the day the accounts' quotas count
-    (``channels.ratelimit``), so "a day" means the same to a daily cap and to a quota. By the
-    calendar: a day is 23 or 25 hours long when the clocks change."""
-    zone = zoneinfo.ZoneInfo(time_zone or "UTC")
-    day = now.astimezone(zone).date()
-    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
-    # In UTC: Python subtracts two times of one zone by their wall clocks, whatever the offsets.
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 def _budget_allowance(campaign: Campaign, now: dt.datetime) -> int:

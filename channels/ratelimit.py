@@ -113,10 +113,19 @@ def quota_reset_at(account, now: dt.datetime | None = None) -> dt.datetime:
     if account.quota_window == "rolling_24h":
         oldest = _backend().oldest_quota_grant(account, moment)
         return dt.datetime.fromtimestamp((oldest or moment) + DAY, dt.UTC)
-    # The next local midnight, by the calendar: a day is 23 or 25 hours long when clocks change.
-    zone = zoneinfo.ZoneInfo(account.brand.time_zone or "UTC")
-    tomorrow = dt.datetime.fromtimestamp(moment, zone).date() + dt.timedelta(days=1)
-    return dt.datetime.combine(tomorrow, dt.time(), zone).astimezone(dt.UTC)
+    return local_day(dt.datetime.fromtimestamp(moment, dt.UTC), account.brand.time_zone)[1]  # next local midnight
+
+
+def local_day(now: dt.datetime, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The day of ``now`` in the brand's time zone, as [start, end) in UTC: the day a calendar-day
+    quota counts, and a campaign's daily cap with it. By the calendar: a day is 23 or 25 hours long
+    when the clocks change."""
+    zone = zoneinfo.ZoneInfo(time_zone or "UTC")
+    day = now.astimezone(zone).date()
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+    # In UTC: Python subtracts two times of one zone by their wall clocks, whatever the offsets.
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 def acquire(account, recipients: list[str], now: dt.datetime | float | None = None) -> list[str]:
